@@ -1,0 +1,160 @@
+"""Key derivation, key commitment, header authentication and ECDSA signatures (sections 1.3, 2.3, 2.4, 4).
+
+Knows suites and bytes; knows nothing of keyrings, frames or files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+from .errors import AuthenticationError, FormatError, UsageError
+from .suites import AlgorithmSuite
+
+__all__ = [
+    "PUBLIC_KEY_CONTEXT_KEY",
+    "Signer",
+    "Verifier",
+    "check_commitment",
+    "derive_key",
+    "header_tag",
+    "verify_header_tag",
+]
+
+PUBLIC_KEY_CONTEXT_KEY = "aws-crypto-public-key"
+ZERO_IV = bytes(12)
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+_CURVES: dict[str, type[ec.EllipticCurve]] = {"p256": ec.SECP256R1, "p384": ec.SECP384R1}
+_ORDERS = {
+    "p256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "p384": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+    ),
+}
+
+
+def derive_key(suite: AlgorithmSuite, data_key: bytes, message_id: bytes) -> tuple[bytes, bytes]:
+    """Return (data-encryption key, commitment key) for a message; the commitment is b"" unless committing.
+
+    Section 2.3 (all three families) and 2.4 (commit key).
+    """
+    if len(data_key) != suite.key_length:
+        raise UsageError(f"suite {suite.hex_id} needs a {suite.key_length}-byte data key, got {len(data_key)}")
+    alg = suite.id.to_bytes(2, "big")
+    if suite.kdf == "identity":
+        return bytes(data_key), b""
+    assert suite.kdf_hash is not None
+    if suite.kdf == "hkdf":
+        hkdf = HKDF(algorithm=_HASHES[suite.kdf_hash](), length=suite.key_length, salt=None,
+                    info=alg + message_id)
+        return hkdf.derive(bytes(data_key)), b""
+    # committing: PRK = HKDF-Extract(SHA-512, salt = message ID, IKM = data key)
+    prk = hmac.new(message_id, bytes(data_key), hashlib.sha512).digest()
+    key = HKDFExpand(algorithm=hashes.SHA512(), length=32, info=alg + b"DERIVEKEY").derive(prk)
+    commit = HKDFExpand(algorithm=hashes.SHA512(), length=32, info=b"COMMITKEY").derive(prk)
+    return key, commit
+
+
+def check_commitment(expected: bytes, stored: bytes) -> None:
+    """Section 2.4: constant-time comparison, done before the header tag is checked."""
+    if not hmac.compare_digest(expected, stored):
+        raise AuthenticationError("key commitment does not match: the data key does not belong to this message")
+
+
+def header_tag(key: bytes, iv: bytes, header_body: bytes) -> bytes:
+    """Section 1.3: AES-GCM over an empty plaintext with the header body as AAD."""
+    return AESGCM(key).encrypt(iv, b"", header_body)
+
+
+def verify_header_tag(key: bytes, iv: bytes, header_body: bytes, tag: bytes) -> None:
+    try:
+        AESGCM(key).decrypt(iv, tag, header_body)
+    except InvalidTag:
+        raise AuthenticationError("header authentication failed (tampered header or wrong data key)") from None
+
+
+def _new_hash(suite: AlgorithmSuite) -> Any:
+    assert suite.signature_hash is not None
+    return hashlib.new(suite.signature_hash)
+
+
+class Signer:
+    """Hashes every byte of a signed message as it is produced, then signs (section 4).
+
+    A fresh key pair is made per message unless one is passed (the data-key cache reuses it).
+    """
+
+    def __init__(self, suite: AlgorithmSuite, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+        assert suite.curve is not None
+        self.suite = suite
+        self.private_key = private_key or ec.generate_private_key(_CURVES[suite.curve]())
+        self._hash = _new_hash(suite)
+        self.update = self._hash.update
+
+    @property
+    def public_key_b64(self) -> str:
+        return encode_public_key(self.private_key.public_key())
+
+    def finalize(self) -> bytes:
+        """Sign, re-signing until the DER length is the one the ESDK for Python always writes."""
+        suite = self.suite
+        assert suite.curve is not None and suite.signature_hash is not None
+        digest = self._hash.digest()
+        algorithm = ec.ECDSA(Prehashed(_HASHES[suite.signature_hash]()))
+        while True:
+            signature = self.private_key.sign(digest, algorithm)
+            if len(signature) == suite.signature_length:
+                return signature
+            r, s = decode_dss_signature(signature)
+            signature = encode_dss_signature(r, _ORDERS[suite.curve] - s)
+            if len(signature) == suite.signature_length:
+                return signature
+
+
+def encode_public_key(public_key: ec.EllipticCurvePublicKey) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return base64.b64encode(public_key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)).decode()
+
+
+class Verifier:
+    """Checks the footer signature against the ``aws-crypto-public-key`` from the context."""
+
+    def __init__(self, suite: AlgorithmSuite, public_key_b64: str) -> None:
+        assert suite.curve is not None
+        self.suite = suite
+        try:
+            point = base64.b64decode(public_key_b64.encode("ascii"), validate=True)
+            self.public_key = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[suite.curve](), point)
+        except (ValueError, UnicodeEncodeError, binascii.Error):
+            raise FormatError("encryption context", 0,
+                              f"{PUBLIC_KEY_CONTEXT_KEY} is not a valid {suite.curve} public key") from None
+        self._hash = _new_hash(suite)
+        self.update = self._hash.update
+
+    def verify(self, signature: bytes) -> None:
+        assert self.suite.signature_hash is not None
+        try:
+            self.public_key.verify(signature, self._hash.digest(),
+                                   ec.ECDSA(Prehashed(_HASHES[self.suite.signature_hash]())))
+        except InvalidSignature:
+            raise AuthenticationError("signature verification failed (the message was changed)") from None

@@ -1,0 +1,78 @@
+"""Raw AES keyring, wire-compatible with the ESDK's raw AES keyring and RawMasterKey (section 7.2)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping, Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import KeyringError, UsageError
+from ..format import EncryptedDataKey, serialize_context
+from ..suites import AlgorithmSuite
+from .base import describe_edk
+
+__all__ = ["RawAesKeyring"]
+
+_TAG_BITS_IV_LEN = struct.pack(">II", 128, 12)
+
+
+def check_namespace(namespace: str, name: str) -> None:
+    if not namespace or not name:
+        raise UsageError("a raw keyring needs a non-empty namespace and name")
+    if namespace.startswith("aws-kms"):
+        raise UsageError("the namespace 'aws-kms' is reserved for AWS KMS keyrings")
+
+
+class RawAesKeyring:
+    """Wraps data keys with a local 128, 192 or 256-bit AES key under AES-GCM, the context as AAD."""
+
+    def __init__(self, namespace: str, name: str, key: bytes) -> None:
+        check_namespace(namespace, name)
+        if len(key) not in (16, 24, 32):
+            raise UsageError(f"a raw AES wrapping key must be 16, 24 or 32 bytes, not {len(key)}")
+        self.namespace = namespace
+        self.name = name
+        self._name_bytes = name.encode("utf-8")
+        self._aead = AESGCM(bytes(key))
+        self.key_bits = len(key) * 8
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"RawAesKeyring({self.namespace!r}, {self.name!r}, <{self.key_bits}-bit key>)"
+
+    def __str__(self) -> str:
+        return f"raw-aes key {self.namespace}/{self.name}"
+
+    def wrap(self, suite: AlgorithmSuite, context: Mapping[str, str], data_key: bytes | None = None
+             ) -> tuple[bytes, list[EncryptedDataKey]]:
+        if data_key is None:
+            data_key = os.urandom(suite.key_length)
+        iv = os.urandom(12)
+        ciphertext = self._aead.encrypt(iv, data_key, serialize_context(context))
+        info = self._name_bytes + _TAG_BITS_IV_LEN + iv
+        return data_key, [EncryptedDataKey(self.namespace, info, ciphertext)]
+
+    def unwrap(self, suite: AlgorithmSuite, context: Mapping[str, str], edks: Sequence[EncryptedDataKey]
+               ) -> bytes:
+        attempts = []
+        aad: bytes | None = None
+        for edk in edks:
+            info = edk.provider_info
+            # provider info = key name || UInt32 tag bits || UInt32 IV length || IV: parse from the end
+            if (edk.provider_id != self.namespace or len(info) < 20 or info[:-20] != self._name_bytes
+                    or info[-20:-12] != _TAG_BITS_IV_LEN):
+                continue
+            if len(edk.ciphertext) != suite.key_length + 16:
+                attempts.append(f"{describe_edk(edk)}: wrapped key has the wrong length")
+                continue
+            if aad is None:
+                aad = serialize_context(context)
+            try:
+                return self._aead.decrypt(info[-12:], edk.ciphertext, aad)
+            except InvalidTag:
+                attempts.append(f"{describe_edk(edk)}: did not authenticate (wrong key or changed context)")
+        if not attempts:
+            attempts.append("no encrypted data key names this key")
+        raise KeyringError(f"{self} could not open the data key", attempts)

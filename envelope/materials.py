@@ -1,0 +1,125 @@
+"""Materials managers: choose the suite, make signing keys and call the keyring (section 7.4 "Default CMM").
+
+The caching manager (the data-key cache) lives in :mod:`envelope.cache` and wraps one of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .crypto import PUBLIC_KEY_CONTEXT_KEY, Signer
+from .errors import FormatError, KeyringError, UsageError
+from .format import EncryptedDataKey
+from .keyrings.base import Keyring, describe_edk
+from .suites import AlgorithmSuite, CommitmentPolicy, check_encrypt_policy, default_suite_for
+
+__all__ = [
+    "DecryptionMaterials",
+    "DecryptionRequest",
+    "DefaultMaterialsManager",
+    "EncryptionMaterials",
+    "EncryptionRequest",
+    "MaterialsManager",
+]
+
+
+@dataclass(frozen=True)
+class EncryptionRequest:
+    context: Mapping[str, str]
+    commitment_policy: CommitmentPolicy
+    suite: AlgorithmSuite | None = None
+    plaintext_length: int | None = None  # None when unknown (a pipe)
+
+
+@dataclass(frozen=True)
+class EncryptionMaterials:
+    suite: AlgorithmSuite
+    data_key: bytes = field(repr=False)
+    encrypted_data_keys: tuple[EncryptedDataKey, ...]
+    context: Mapping[str, str]  # the caller's context plus aws-crypto-public-key for signed suites
+    signing_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DecryptionRequest:
+    suite: AlgorithmSuite
+    encrypted_data_keys: tuple[EncryptedDataKey, ...]
+    context: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class DecryptionMaterials:
+    suite: AlgorithmSuite
+    data_key: bytes = field(repr=False)
+    verification_key: str | None = None  # base64 compressed point from the context
+
+
+@runtime_checkable
+class MaterialsManager(Protocol):
+    def get_encryption_materials(self, request: EncryptionRequest) -> EncryptionMaterials: ...
+
+    def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials: ...
+
+
+class DefaultMaterialsManager:
+    """Wraps one keyring: picks the suite, adds the signing key's public half to the context, checks lengths."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def __str__(self) -> str:
+        return str(self.keyring)
+
+    def get_encryption_materials(self, request: EncryptionRequest) -> EncryptionMaterials:
+        suite = request.suite or default_suite_for(request.commitment_policy)
+        check_encrypt_policy(suite, request.commitment_policy)
+        context = dict(request.context)
+        signing_key = None
+        if suite.signed:
+            if PUBLIC_KEY_CONTEXT_KEY in context:
+                raise UsageError(f"the encryption context already holds {PUBLIC_KEY_CONTEXT_KEY}")
+            signer = Signer(suite)
+            signing_key = signer.private_key
+            context[PUBLIC_KEY_CONTEXT_KEY] = signer.public_key_b64
+        data_key, edks = self.keyring.wrap(suite, context)
+        if len(data_key) != suite.key_length:
+            raise KeyringError(f"{self.keyring} returned a {len(data_key)}-byte data key; "
+                               f"suite {suite.hex_id} needs {suite.key_length}")
+        if not edks:
+            raise KeyringError(f"{self.keyring} produced no encrypted data key")
+        return EncryptionMaterials(suite, data_key, tuple(edks), context, signing_key)
+
+    def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials:
+        suite = request.suite
+        verification_key = check_signing_context(suite, request.context)
+        try:
+            data_key = self.keyring.unwrap(suite, request.context, request.encrypted_data_keys)
+        except KeyringError as exc:
+            raise no_key_error(exc, request.encrypted_data_keys) from None
+        if len(data_key) != suite.key_length:
+            raise KeyringError(f"{self.keyring} returned a {len(data_key)}-byte data key; "
+                               f"suite {suite.hex_id} needs {suite.key_length}")
+        return DecryptionMaterials(suite, data_key, verification_key)
+
+
+def check_signing_context(suite: AlgorithmSuite, context: Mapping[str, str]) -> str | None:
+    """Section 4 consistency rules: signed suites carry the public key, unsigned suites must not."""
+    public_key = context.get(PUBLIC_KEY_CONTEXT_KEY)
+    if suite.signed and public_key is None:
+        raise FormatError("encryption context", 0,
+                          f"signed suite {suite.hex_id} but no {PUBLIC_KEY_CONTEXT_KEY} in the context")
+    if not suite.signed and public_key is not None:
+        raise FormatError("encryption context", 0,
+                          f"unsigned suite {suite.hex_id} carries {PUBLIC_KEY_CONTEXT_KEY} (half-signed message)")
+    return public_key
+
+
+def no_key_error(exc: KeyringError, edks: Sequence[EncryptedDataKey]) -> KeyringError:
+    """A keyring failure restated with the encrypted data keys the message holds."""
+    present = ", ".join(describe_edk(e) for e in edks)
+    return KeyringError(f"no key could open the data key; the message holds {present}",
+                        exc.attempts or [str(exc)])

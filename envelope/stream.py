@@ -1,0 +1,388 @@
+"""The frame engine: framed AES-GCM bodies in constant memory (sections 3 and 10).
+
+Knows a derived key, a message ID and a frame length; knows nothing of keyrings or headers.
+
+Frames are processed in batches: one ``readinto`` fills a reused input buffer with several frames, the
+batch is sealed or opened into a reused output buffer with ``encrypt_into`` / ``decrypt_into``, and the
+batch goes out in one ``write``. AES-GCM in ``cryptography`` releases the GIL, so with ``threads > 0`` the
+batches are sealed or opened on worker threads while the calling thread reads, hashes and writes: a
+pipeline with ``threads + 1`` buffer slots, written strictly in order.
+
+Release rules (section 10): a decrypted batch is written only after every tag in it verified; the final
+frame (and a non-framed body) is written only after ``finish`` returned, which verifies the signature of
+signed suites and refuses trailing bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, BinaryIO, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import AuthenticationError, FormatError, PolicyError, TruncatedError, UsageError
+from .format import (
+    FINAL_FRAME_MARKER,
+    FINAL_FRAME_STRING,
+    FRAME_STRING,
+    MAX_NON_FRAMED_LENGTH,
+    SINGLE_BLOCK_STRING,
+    body_aad,
+)
+
+__all__ = ["BATCH_BYTES", "Source", "default_threads", "open_framed", "open_non_framed", "seal_framed"]
+
+#: Bytes of plaintext per batch (rounded to whole frames, at least one frame).
+BATCH_BYTES = 4 * 1024 * 1024
+TAG = 16
+REGULAR_OVERHEAD = 4 + 12 + TAG  # sequence number, IV, tag
+FINAL_OVERHEAD = 4 + 4 + 12 + 4 + TAG  # marker, sequence number, IV, length, tag
+MAX_FRAMES = FINAL_FRAME_MARKER - 1  # regular frames; the final frame may carry 2^32 - 1
+
+_SEQ = struct.Struct(">I")
+_IV = struct.Struct(">8xI")  # writer IV: 8 zero bytes || UInt32 sequence number
+_REGULAR_PREFIX = struct.Struct(">I8xI")  # sequence number, IV
+_FINAL_PREFIX = struct.Struct(">II8xII")  # marker, sequence number, IV, content length
+_SEQ_LEN = struct.Struct(">IQ")
+
+Write = Callable[[Any], Any]
+
+
+class Hasher(Protocol):
+    def update(self, data: Any, /) -> None: ...
+
+
+def default_threads() -> int:
+    """Worker threads for the AES-GCM pipeline: one per extra core, at most 2."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(2, cores - 1)) if cores > 1 else 0
+
+
+class Source:
+    """A binary input read in whole buffers, with a push-back area for bytes read past a boundary.
+
+    ``position`` is the offset of the next byte from the start of the message, for error messages.
+    """
+
+    def __init__(self, raw: BinaryIO, prefix: bytes | bytearray | memoryview = b"", position: int = 0) -> None:
+        self._raw = raw
+        self._readinto = getattr(raw, "readinto", None)
+        self._pending = memoryview(bytes(prefix))
+        self.position = position
+
+    def _raw_readinto(self, view: memoryview) -> int:
+        if self._readinto is not None:
+            got = self._readinto(view)
+        else:
+            data = self._raw.read(len(view))
+            got = len(data)
+            view[:got] = data
+        if got is None:
+            raise OSError("the input is in non-blocking mode and has no data")
+        return int(got)
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Fill ``buf`` completely unless the input ends first; returns the number of bytes read."""
+        view = memoryview(buf).cast("B")
+        n = 0
+        if len(self._pending):
+            n = min(len(self._pending), len(view))
+            view[:n] = self._pending[:n]
+            self._pending = self._pending[n:]
+        while n < len(view):
+            got = self._raw_readinto(view[n:])
+            if not got:
+                break
+            n += got
+        self.position += n
+        return n
+
+    def unread(self, data: bytes | bytearray | memoryview) -> None:
+        """Push bytes back so that the next read returns them first."""
+        self._pending = memoryview(bytes(data) + bytes(self._pending))
+        self.position -= len(data)
+
+    def read_exact(self, n: int, field: str) -> bytes:
+        """Read exactly ``n`` bytes, growing the buffer only as data arrives (never trust a declared length)."""
+        start = self.position
+        out = bytearray()
+        chunk = bytearray(min(n, 1 << 20))
+        while len(out) < n:
+            want = min(len(chunk), n - len(out))
+            got = self.readinto(memoryview(chunk)[:want])
+            out += memoryview(chunk)[:got]
+            if got < want:
+                raise TruncatedError(field, start, start + n)
+        return bytes(out)
+
+    def at_eof(self) -> bool:
+        probe = bytearray(1)
+        if self.readinto(probe):
+            self.unread(probe)
+            return False
+        return True
+
+
+def _check_frame_length(frame_length: int) -> None:
+    if not 0 < frame_length <= 2**31 - 1:
+        raise UsageError("frame length must be between 1 and 2^31 - 1 bytes (the largest any ESDK reads)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the pipeline shared by both directions
+
+
+class _Pipeline:
+    """Runs batch jobs inline or on worker threads; hands results back strictly in submission order."""
+
+    def __init__(self, threads: int, slots: int) -> None:
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="envelope") if threads else None
+        self.free: deque[int] = deque(range(slots))
+        self.pending: deque[tuple[Future[int] | int, int, Callable[[int, int], None]]] = deque()
+
+    def next_slot(self) -> int:
+        if not self.free:
+            self.complete_one()
+        return self.free.popleft()
+
+    def submit(self, slot: int, done: Callable[[int, int], None], fn: Callable[..., int], *args: Any) -> None:
+        job: Future[int] | int = self.pool.submit(fn, *args) if self.pool else fn(*args)
+        self.pending.append((job, slot, done))
+
+    def release(self, slot: int) -> None:
+        self.free.appendleft(slot)
+
+    def complete_one(self) -> None:
+        job, slot, done = self.pending.popleft()
+        done(slot, job.result() if isinstance(job, Future) else job)
+        self.free.append(slot)
+
+    def drain(self) -> None:
+        while self.pending:
+            self.complete_one()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _slot_count(frame_length: int, threads: int) -> tuple[int, int]:
+    """(frames per batch, buffer slots). Frames larger than a batch run serially in one slot."""
+    per_batch = max(1, BATCH_BYTES // frame_length)
+    if frame_length > BATCH_BYTES:
+        return per_batch, 1
+    return per_batch, threads + 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# encrypt (section 3.1 writer rules)
+
+
+def _seal_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryview, out: memoryview,
+                first_seq: int, final: bool) -> int:
+    """Seal ``src`` into ``out`` as regular frames, plus the final frame when ``final``; returns bytes out."""
+    f = frame_length
+    frame_aad = message_id + FRAME_STRING
+    full = len(src) // f
+    o = 0
+    seq = first_seq
+    for i in range(full):
+        _REGULAR_PREFIX.pack_into(out, o, seq, seq)
+        aead.encrypt_into(_IV.pack(seq), src[i * f:(i + 1) * f], frame_aad + _SEQ_LEN.pack(seq, f),
+                          out[o + 16:o + 32 + f])
+        o += f + REGULAR_OVERHEAD
+        seq += 1
+    if final:
+        rest = src[full * f:]
+        r = len(rest)
+        _FINAL_PREFIX.pack_into(out, o, FINAL_FRAME_MARKER, seq, seq, r)
+        aead.encrypt_into(_IV.pack(seq), rest, body_aad(message_id, FINAL_FRAME_STRING, seq, r),
+                          out[o + 24:o + 24 + r + TAG])
+        o += r + FINAL_OVERHEAD
+    return o
+
+
+def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, frame_length: int, *,
+                hasher: Hasher | None = None, threads: int = 0) -> tuple[int, int]:
+    """Read plaintext from ``src`` until it ends and write the framed body.
+
+    Every full frame is a regular frame; what is left, possibly nothing, is the final frame (the layout the
+    ESDK for Python writes). Returns (plaintext bytes, body bytes written).
+    """
+    _check_frame_length(frame_length)
+    f = frame_length
+    per_batch, nslots = _slot_count(f, threads)
+    slots = [(bytearray(per_batch * f), bytearray(per_batch * (f + REGULAR_OVERHEAD) + FINAL_OVERHEAD))
+             for _ in range(nslots)]
+    totals = [0, 0]
+
+    def done(slot: int, n: int) -> None:
+        view = memoryview(slots[slot][1])[:n]
+        if hasher is not None:
+            hasher.update(view)
+        write(view)
+        totals[1] += n
+
+    pipeline = _Pipeline(threads if nslots > 1 else 0, nslots)
+    seq = 1
+    try:
+        while True:
+            slot = pipeline.next_slot()
+            inbuf, outbuf = slots[slot]
+            n = src.readinto(inbuf)
+            totals[0] += n
+            final = n < len(inbuf)
+            frames = n // f + (1 if final else 0)
+            if seq + frames - 1 > (FINAL_FRAME_MARKER if final else MAX_FRAMES):
+                raise UsageError(f"the plaintext needs more than 2^32 - 1 frames of {f} bytes; "
+                                 "use a larger frame length")
+            pipeline.submit(slot, done, _seal_batch, aead, message_id, f, memoryview(inbuf)[:n],
+                            memoryview(outbuf), seq, final)
+            seq += frames
+            if final:
+                break
+        pipeline.drain()
+    finally:
+        pipeline.close()
+    return totals[0], totals[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decrypt (sections 3, 5 steps 6-8, 10)
+
+
+def _open_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryview, out: memoryview,
+                first_seq: int, count: int) -> int:
+    """Open ``count`` regular frames from ``src`` into ``out``; raises on the first bad tag."""
+    f = frame_length
+    r = f + REGULAR_OVERHEAD
+    frame_aad = message_id + FRAME_STRING
+    for i in range(count):
+        o = i * r
+        seq = first_seq + i
+        try:
+            # the IV stored in the frame is used as is (section 3.1: readers must not assume the writer's IV)
+            aead.decrypt_into(src[o + 4:o + 16], src[o + 16:o + r], frame_aad + _SEQ_LEN.pack(seq, f),
+                              out[i * f:(i + 1) * f])
+        except InvalidTag:
+            raise AuthenticationError(f"frame {seq} failed to authenticate (the message was changed)") from None
+    return count * f
+
+
+def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, frame_length: int, *,
+                finish: Callable[[], None], hasher: Hasher | None = None, threads: int = 0) -> int:
+    """Decrypt a framed body from ``src``, writing each batch once all its tags verified.
+
+    The final frame is decrypted, then ``finish()`` runs (footer signature, trailing bytes), and only then is
+    the final frame written. Returns the number of plaintext bytes written.
+    """
+    f = frame_length
+    r = f + REGULAR_OVERHEAD
+    per_batch, nslots = _slot_count(f, threads)
+    written = [0]
+    expected = 1
+    slots: list[tuple[bytearray, bytearray]] = []
+
+    def done(slot: int, n: int) -> None:
+        write(memoryview(slots[slot][1])[:n])
+        written[0] += n
+
+    pipeline = _Pipeline(threads if nslots > 1 else 0, nslots)
+    try:
+        while True:
+            # Peek at the next sequence number: a message whose body is only a final frame never allocates
+            # buffers for the (possibly large) regular frame length.
+            head = src.read_exact(4, "sequence number")
+            src.unread(head)
+            if _SEQ.unpack(head)[0] == FINAL_FRAME_MARKER:
+                break
+            if not slots:
+                slots = [(bytearray(per_batch * r), bytearray(per_batch * f)) for _ in range(nslots)]
+            slot = pipeline.next_slot()
+            inbuf = slots[slot][0]
+            batch_start = src.position
+            n = src.readinto(inbuf)
+            count = 0
+            for i in range(n // r):
+                seq = _SEQ.unpack_from(inbuf, i * r)[0]
+                if seq == FINAL_FRAME_MARKER:
+                    break
+                if seq != expected + i:
+                    raise FormatError("sequence number", batch_start + i * r, f"is {seq}, expected {expected + i}")
+                count += 1
+            used = count * r
+            if used < n:
+                src.unread(memoryview(inbuf)[used:n])
+            if count == 0:  # a truncated first frame: the final-frame reader below reports it
+                pipeline.release(slot)
+                break
+            view = memoryview(inbuf)[:used]
+            if hasher is not None:
+                hasher.update(view)
+            pipeline.submit(slot, done, _open_batch, aead, message_id, f, view, memoryview(slots[slot][1]),
+                            expected, count)
+            expected += count
+            if used < n or n < len(inbuf):
+                break
+        pipeline.drain()
+    finally:
+        pipeline.close()
+    del slots
+
+    # the final frame
+    start = src.position
+    head = src.read_exact(4, "sequence number")
+    first = _SEQ.unpack(head)[0]
+    if first != FINAL_FRAME_MARKER:
+        if first != expected:
+            raise FormatError("sequence number", start, f"is {first}, expected {expected}")
+        raise TruncatedError("frame content", start + 16, start + r)
+    rest = src.read_exact(20, "final frame header")
+    seq, = _SEQ.unpack_from(rest, 0)
+    if seq != expected:
+        raise FormatError("final frame sequence number", start + 4, f"is {seq}, expected {expected}")
+    length, = _SEQ.unpack_from(rest, 16)
+    if length > f:
+        raise FormatError("final frame content length", start + 20,
+                          f"is {length}, longer than the frame length {f}")
+    content = src.read_exact(length + TAG, "final frame content")
+    if hasher is not None:
+        hasher.update(head)
+        hasher.update(rest)
+        hasher.update(content)
+    try:
+        plaintext = aead.decrypt(rest[4:16], content, body_aad(message_id, FINAL_FRAME_STRING, seq, length))
+    except InvalidTag:
+        raise AuthenticationError(f"final frame {seq} failed to authenticate (the message was changed)") from None
+    finish()
+    write(plaintext)
+    return written[0] + len(plaintext)
+
+
+def open_non_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, *, finish: Callable[[], None],
+                    max_length: int, hasher: Hasher | None = None) -> int:
+    """Section 3.2: the whole body is one block, so it is held until its tag (and signature) verify."""
+    start = src.position
+    head = src.read_exact(20, "body IV and content length")
+    length = struct.unpack_from(">Q", head, 12)[0]
+    if length > MAX_NON_FRAMED_LENGTH:
+        raise FormatError("body content length", start + 12, f"is {length}, above the limit of 2^36 - 32")
+    if length > max_length:
+        raise PolicyError(f"the non-framed body is {length} bytes; the limit for one block is {max_length} "
+                          "(raise max_frame_length to read it)")
+    content = src.read_exact(length + TAG, "body content")
+    if hasher is not None:
+        hasher.update(head)
+        hasher.update(content)
+    try:
+        plaintext = aead.decrypt(head[:12], content, body_aad(message_id, SINGLE_BLOCK_STRING, 1, length))
+    except InvalidTag:
+        raise AuthenticationError("the message body failed to authenticate (the message was changed)") from None
+    finish()
+    write(plaintext)
+    return len(plaintext)
