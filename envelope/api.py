@@ -128,9 +128,9 @@ def encrypt_stream(
     if not 0 < frame_length <= 2**31 - 1:
         raise UsageError("frame length must be between 1 and 2^31 - 1 bytes")
     context = dict(context or {})
-    for key in context:
-        if not isinstance(key, str) or key.startswith(RESERVED_PREFIX):
-            raise UsageError(f"encryption context keys starting with {RESERVED_PREFIX!r} are reserved: {key!r}")
+    for name in context:
+        if not isinstance(name, str) or name.startswith(RESERVED_PREFIX):
+            raise UsageError(f"encryption context keys starting with {RESERVED_PREFIX!r} are reserved: {name!r}")
     manager = _manager(keyring, materials_manager)
     nthreads = _threads(threads)
     src = Source(source)
