@@ -29,7 +29,7 @@ from .materials import (
     EncryptionRequest,
     MaterialsManager,
 )
-from .stream import Source, default_threads, open_framed, open_non_framed, seal_framed
+from .stream import Source, default_threads, open_framed, open_non_framed, seal_framed, write_all
 from .suites import (
     AlgorithmSuite,
     CommitmentPolicy,
@@ -150,7 +150,7 @@ def encrypt_stream(
     tag = crypto.header_tag(key, crypto.ZERO_IV, body)
     head = body + (crypto.ZERO_IV if suite.message_version == 1 else b"") + tag
     signer = crypto.Signer(suite, materials.signing_key) if suite.signed else None
-    destination.write(head)
+    write_all(destination.write, head)
     if signer is not None:
         signer.update(head)
     read, written = seal_framed(src, destination.write, AESGCM(key), message_id, frame_length,
@@ -159,7 +159,7 @@ def encrypt_stream(
     if signer is not None:
         signature = signer.finalize()
         footer = len(signature).to_bytes(2, "big") + signature
-        destination.write(footer)
+        write_all(destination.write, footer)
         written += len(footer)
     return StreamResult(header, read, written)
 

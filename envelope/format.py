@@ -4,7 +4,7 @@ No I/O and no keys. Every rejection is a :class:`FormatError` naming the field a
 that ends inside a field raises :class:`TruncatedError`, whose ``needed`` says how many bytes would let
 parsing continue (the streaming reader uses it to read just enough).
 
-Section numbers refer to ``esdk-format.md``.
+Section numbers refer to ``docs/esdk-format.md``.
 """
 
 from __future__ import annotations

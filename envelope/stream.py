@@ -41,6 +41,8 @@ __all__ = ["BATCH_BYTES", "Source", "default_threads", "open_framed", "open_non_
 
 #: Bytes of plaintext per batch (rounded to whole frames, at least one frame).
 BATCH_BYTES = 4 * 1024 * 1024
+#: Inputs shorter than this (and than one frame) take a path without batch buffers or threads.
+SMALL_INPUT = 64 * 1024
 TAG = 16
 REGULAR_OVERHEAD = 4 + 12 + TAG  # sequence number, IV, tag
 FINAL_OVERHEAD = 4 + 4 + 12 + 4 + TAG  # marker, sequence number, IV, length, tag
@@ -147,6 +149,19 @@ class Source:
         return True
 
 
+def write_all(write: Write, data: memoryview | bytes) -> None:
+    """Write every byte: raw (unbuffered) files and pipes may accept fewer bytes than offered."""
+    written = write(data)
+    if written is None or written >= len(data):
+        return
+    view = memoryview(data)
+    while written < len(view):
+        more = write(view[written:])
+        if not more:
+            raise OSError("the output accepted no more bytes")
+        written += more
+
+
 def _check_frame_length(frame_length: int) -> None:
     if not 0 < frame_length <= 2**31 - 1:
         raise UsageError("frame length must be between 1 and 2^31 - 1 bytes (the largest any ESDK reads)")
@@ -167,16 +182,19 @@ class _Pipeline:
 
     def __init__(self, threads: int, slots: int, done: Callable[[int, int], None]) -> None:
         self.done = done
-        self.threaded = threads > 0
+        self.threads = threads
+        self.threaded = False  # threads start with the first batch that is not the last one
         self.free: queue.Queue[int] = queue.Queue()
         for slot in range(slots):
             self.free.put(slot)
         self.error: BaseException | None = None
-        if self.threaded:
-            self.pool = ThreadPoolExecutor(threads, thread_name_prefix="envelope-crypto")
-            self.ordered: queue.Queue[tuple[Future[int], int] | None] = queue.Queue()
-            self.writer = threading.Thread(target=self._write_loop, name="envelope-writer", daemon=True)
-            self.writer.start()
+
+    def _start(self) -> None:
+        self.threaded = True
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="envelope-crypto")
+        self.ordered: queue.Queue[tuple[Future[int], int] | None] = queue.Queue()
+        self.writer = threading.Thread(target=self._write_loop, name="envelope-writer", daemon=True)
+        self.writer.start()
 
     def _write_loop(self) -> None:
         while True:
@@ -203,7 +221,10 @@ class _Pipeline:
     def release(self, slot: int) -> None:
         self.free.put(slot)
 
-    def submit(self, slot: int, fn: Callable[..., int], *args: Any) -> None:
+    def submit(self, slot: int, last: bool, fn: Callable[..., int], *args: Any) -> None:
+        """Run ``fn(*args)`` for ``slot``. A message that fits in one batch never starts a thread."""
+        if not self.threaded and self.threads and not last:
+            self._start()
         if self.threaded:
             self.ordered.put((self.pool.submit(fn, *args), slot))
         else:
@@ -275,6 +296,19 @@ def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
     """
     _check_frame_length(frame_length)
     f = frame_length
+    # Small inputs (the data-key cache's many small messages) are sealed from one small read, without mapping
+    # batch buffers or starting threads.
+    probe = bytearray(min(SMALL_INPUT, f) + 1)
+    n = src.readinto(probe)
+    if n < len(probe):
+        out = bytearray(n + REGULAR_OVERHEAD + FINAL_OVERHEAD)
+        size = _seal_batch(aead, message_id, f, memoryview(probe)[:n], memoryview(out), 1, True)
+        view = memoryview(out)[:size]
+        if hasher is not None:
+            hasher.update(view)
+        write_all(write, view)
+        return n, size
+    src.unread(probe)
     per_batch, nslots = _slot_count(f, threads)
     slots = [(alloc_buffer(per_batch * f), alloc_buffer(per_batch * (f + REGULAR_OVERHEAD) + FINAL_OVERHEAD))
              for _ in range(nslots)]
@@ -284,7 +318,7 @@ def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
         view = memoryview(slots[slot][1])[:n]
         if hasher is not None:
             hasher.update(view)
-        write(view)
+        write_all(write, view)
         totals[1] += n
 
     pipeline = _Pipeline(threads if nslots > 1 else 0, nslots, done)
@@ -300,7 +334,7 @@ def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
             if seq + frames - 1 > (FINAL_FRAME_MARKER if final else MAX_FRAMES):
                 raise UsageError(f"the plaintext needs more than 2^32 - 1 frames of {f} bytes; "
                                  "use a larger frame length")
-            pipeline.submit(slot, _seal_batch, aead, message_id, f, memoryview(inbuf)[:n],
+            pipeline.submit(slot, final, _seal_batch, aead, message_id, f, memoryview(inbuf)[:n],
                             memoryview(outbuf), seq, final)
             seq += frames
             if final:
@@ -350,7 +384,7 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
     def done(slot: int, n: int) -> None:
         if hasher is not None:  # the input bytes of this batch, in order
             hasher.update(memoryview(slots[slot][0])[:n // f * r])
-        write(memoryview(slots[slot][1])[:n])
+        write_all(write, memoryview(slots[slot][1])[:n])
         written[0] += n
 
     pipeline = _Pipeline(threads if nslots > 1 else 0, nslots, done)
@@ -382,10 +416,11 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
             if count == 0:  # a truncated first frame: the final-frame reader below reports it
                 pipeline.release(slot)
                 break
-            pipeline.submit(slot, _open_batch, aead, message_id, f, memoryview(inbuf)[:used],
+            last = used < n or n < len(inbuf)  # the final frame starts in this batch, or the input ended
+            pipeline.submit(slot, last, _open_batch, aead, message_id, f, memoryview(inbuf)[:used],
                             memoryview(slots[slot][1]), expected, count)
             expected += count
-            if used < n or n < len(inbuf):
+            if last:
                 break
         pipeline.drain()
     finally:
@@ -417,7 +452,7 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
     except InvalidTag:
         raise AuthenticationError(f"final frame {seq} failed to authenticate (the message was changed)") from None
     finish()
-    write(plaintext)
+    write_all(write, plaintext)
     return written[0] + len(plaintext)
 
 
@@ -441,5 +476,5 @@ def open_non_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, 
     except InvalidTag:
         raise AuthenticationError("the message body failed to authenticate (the message was changed)") from None
     finish()
-    write(plaintext)
+    write_all(write, plaintext)
     return len(plaintext)
