@@ -433,7 +433,15 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
     if first != FINAL_FRAME_MARKER:
         if first != expected:
             raise FormatError("sequence number", start, f"is {first}, expected {expected}")
-        raise TruncatedError("frame content", start + 16, start + r)
+        # fewer than r bytes are left (a whole frame would have gone into a batch): name the field they end in
+        have, chunk = 4, memoryview(bytearray(min(r, 1 << 16)))
+        while have < r and (got := src.readinto(chunk[:min(len(chunk), r - have)])):
+            have += got
+        for name, field_start, field_end in (("frame IV", start + 4, start + 16),
+                                             ("frame content", start + 16, start + 16 + f)):
+            if start + have < field_end:
+                raise TruncatedError(name, field_start, start + r)
+        raise TruncatedError("frame tag", start + 16 + f, start + r)
     rest = src.read_exact(20, "final frame header")
     seq, = _SEQ.unpack_from(rest, 0)
     if seq != expected:

@@ -1,0 +1,158 @@
+"""Property-based tests (hypothesis): round trips at sizes near frame boundaries with small frames, and
+parse/decrypt of mutated messages, which must either fail with an envelope error or round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import io
+
+from helpers import ALL_SUITE_IDS, READ_ANY, encrypt_policy, esdk_aes_key, esdk_decrypt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import envelope
+from envelope import format as fmt
+from envelope.errors import EnvelopeError, FormatError
+from envelope.suites import SUITES
+
+KEY = bytes(range(32))
+KEYRING = envelope.RawAesKeyring("ns", "prop", KEY)
+ESDK_KEY = esdk_aes_key("ns", "prop", KEY)
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def boundary_cases(draw: st.DrawFn) -> tuple[int, int, int, bytes]:
+    """(suite, frame length, size, plaintext) with size = k * F + delta, delta in -2..2."""
+    suite_id = draw(st.sampled_from(ALL_SUITE_IDS))
+    frame_length = draw(st.integers(1, 48))
+    k = draw(st.integers(0, 4))
+    delta = draw(st.integers(-2, 2))
+    size = max(0, k * frame_length + delta)
+    seed = draw(st.integers(0, 255))
+    return suite_id, frame_length, size, bytes((seed + 31 * i) % 256 for i in range(size))
+
+
+class _Chunks:
+    """A non-seekable source returning reads of the given sizes in turn."""
+
+    def __init__(self, data: bytes, steps: list[int]) -> None:
+        self._data, self._pos, self._steps, self._i = data, 0, steps, 0
+
+    def readinto(self, buf: memoryview) -> int:
+        step = self._steps[self._i % len(self._steps)]
+        self._i += 1
+        n = min(len(buf), step, len(self._data) - self._pos)
+        buf[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
+@SETTINGS
+@given(case=boundary_cases(), steps=st.lists(st.integers(1, 64), min_size=1, max_size=4),
+       context=st.dictionaries(st.text(min_size=1, max_size=5).filter(lambda k: not k.startswith("aws-crypto-")),
+                               st.text(max_size=5), max_size=3))
+def test_round_trip_near_frame_boundaries(case: tuple[int, int, int, bytes], steps: list[int],
+                                          context: dict[str, str]) -> None:
+    suite_id, frame_length, size, plaintext = case
+    message = envelope.encrypt(plaintext, keyring=KEYRING, algorithm=suite_id, frame_length=frame_length,
+                               context=context, commitment_policy=encrypt_policy(suite_id))
+    # layout: size // F regular frames, then a final frame holding the rest (possibly nothing)
+    parsed = fmt.parse_message(message)
+    assert isinstance(parsed.body, tuple)
+    assert len(parsed.body) == size // frame_length + 1
+    assert len(parsed.body[-1].ciphertext) == size % frame_length
+    assert fmt.serialize_message(parsed) == message
+    result = envelope.decrypt(message, keyring=KEYRING, commitment_policy=READ_ANY)
+    assert result.plaintext == plaintext
+    assert {k: v for k, v in result.context.items() if k != "aws-crypto-public-key"} == context
+    out = io.BytesIO()
+    envelope.decrypt_stream(_Chunks(message, steps), out, keyring=KEYRING, commitment_policy=READ_ANY,  # type: ignore[arg-type]
+                            threads=len(steps) % 3)
+    assert out.getvalue() == plaintext
+    # streaming encryption from short reads writes a message of the same layout
+    out = io.BytesIO()
+    envelope.encrypt_stream(_Chunks(plaintext, steps), out, keyring=KEYRING, algorithm=suite_id,  # type: ignore[arg-type]
+                            frame_length=frame_length, context=context, commitment_policy=encrypt_policy(suite_id))
+    assert len(out.getvalue()) == len(message)
+    assert envelope.decrypt(out.getvalue(), keyring=KEYRING, commitment_policy=READ_ANY).plaintext == plaintext
+
+
+@settings(SETTINGS, max_examples=40)
+@given(case=boundary_cases())
+def test_the_esdk_reads_boundary_sizes(case: tuple[int, int, int, bytes]) -> None:
+    suite_id, frame_length, _, plaintext = case
+    message = envelope.encrypt(plaintext, keyring=KEYRING, algorithm=suite_id, frame_length=frame_length,
+                               commitment_policy=encrypt_policy(suite_id))
+    assert esdk_decrypt(message, ESDK_KEY)[0] == plaintext
+
+
+SAMPLES = {s: envelope.encrypt(b"sample plaintext!", keyring=KEYRING, algorithm=s, frame_length=8,
+                               context={"a": "1", "b": "2"}, commitment_policy=encrypt_policy(s))
+           for s in ALL_SUITE_IDS}
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """(original, mutated): byte replacements, an insertion, a deletion, or a cut plus garbage."""
+    original = SAMPLES[draw(st.sampled_from(ALL_SUITE_IDS))]
+    data = bytearray(original)
+    kind = draw(st.sampled_from(["replace", "insert", "delete", "cut"]))
+    if kind == "replace":
+        for _ in range(draw(st.integers(1, 3))):
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] = draw(st.integers(0, 255))
+    elif kind == "insert":
+        i = draw(st.integers(0, len(data)))
+        data[i:i] = draw(st.binary(min_size=1, max_size=4))
+    elif kind == "delete":
+        i = draw(st.integers(0, len(data) - 1))
+        del data[i:i + draw(st.integers(1, 4))]
+    else:
+        del data[draw(st.integers(0, len(data) - 1)):]
+        data += draw(st.binary(max_size=8))
+    return original, bytes(data)
+
+
+def _sorted_context(message: fmt.Message) -> bool:
+    keys = [k.encode() for k in message.header.encryption_context]
+    return keys == sorted(keys)
+
+
+@settings(SETTINGS, max_examples=400)
+@given(pair=mutated())
+def test_mutated_messages_fail_or_round_trip(pair: tuple[bytes, bytes]) -> None:
+    """FuzzMalleability, as in age: parsing either raises FormatError or gives back exactly the input; and
+    decrypting anything but the original fails with an envelope error."""
+    original, data = pair
+    try:
+        parsed = fmt.parse_message(data)
+    except FormatError:
+        pass
+    else:
+        if _sorted_context(parsed):
+            assert fmt.serialize_message(parsed) == data
+        else:  # read in any order, written sorted: still the same message
+            assert fmt.parse_message(fmt.serialize_message(parsed)) == parsed
+    if data == original:
+        return
+    try:
+        envelope.decrypt(data, keyring=KEYRING, commitment_policy=READ_ANY)
+    except EnvelopeError:
+        return
+    raise AssertionError("a changed message decrypted")
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300))
+def test_random_bytes_never_escape_as_other_exceptions(data: bytes) -> None:
+    for prefix in (b"", b"\x01\x80\x00\x14", b"\x02\x04\x78"):
+        try:
+            envelope.decrypt(prefix + data, keyring=KEYRING, commitment_policy=READ_ANY)
+        except EnvelopeError:
+            continue
+        raise AssertionError("random bytes decrypted")
+
+
+def test_suite_ids_in_samples_are_all_suites() -> None:
+    assert {fmt.parse_header(m)[0].suite.id for m in SAMPLES.values()} == set(SUITES)
