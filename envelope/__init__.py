@@ -23,6 +23,7 @@ from .api import (
     encrypt_stream,
     read_header,
 )
+from .cache import CacheStats, CachingMaterialsManager, LocalCache
 from .errors import (
     AuthenticationError,
     ContextMismatchError,
@@ -50,6 +51,8 @@ __all__ = [
     "SUITES",
     "AlgorithmSuite",
     "AuthenticationError",
+    "CacheStats",
+    "CachingMaterialsManager",
     "CommitmentPolicy",
     "ContextMismatchError",
     "DecryptResult",
@@ -62,6 +65,7 @@ __all__ = [
     "Keyring",
     "KeyringError",
     "KmsError",
+    "LocalCache",
     "MaterialsManager",
     "MultiKeyring",
     "PolicyError",

@@ -20,6 +20,7 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import crypto
+from .cache import ReadsAhead
 from .errors import ContextMismatchError, FormatError, PolicyError, TruncatedError, UsageError
 from .format import CONTENT_FRAMED, Header, HeaderAuth, parse_header, serialize_header_body
 from .keyrings.base import Keyring
@@ -28,6 +29,7 @@ from .materials import (
     DefaultMaterialsManager,
     EncryptionRequest,
     MaterialsManager,
+    check_signing_context,
 )
 from .stream import Source, default_threads, open_framed, open_non_framed, seal_framed, write_all
 from .suites import (
@@ -91,6 +93,28 @@ def _manager(keyring: Keyring | None, materials_manager: MaterialsManager | None
     return DefaultMaterialsManager(keyring)
 
 
+class _DeclaredSource(Source):
+    """Refuses to yield more than ``limit`` bytes: the data-key cache reserved that many (section 8)."""
+
+    limit: int | None = None
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        n = super().readinto(buf)
+        if self.limit is not None and self.position > self.limit:
+            raise UsageError(f"the input is longer than the declared plaintext length of {self.limit} bytes")
+        return n
+
+
+def _read_ahead(src: Source, bound: int | None) -> int | None:
+    """Read up to ``bound`` + 1 bytes and push them back: the input's length if it ended within ``bound``."""
+    if bound is None or bound < 0:
+        return None
+    buf = bytearray(bound + 1)
+    got = src.readinto(buf)
+    src.unread(memoryview(buf)[:got])
+    return got if got <= bound else None
+
+
 def _threads(threads: int | None) -> int:
     if threads is None:
         return default_threads()
@@ -119,8 +143,10 @@ def encrypt_stream(
 ) -> StreamResult:
     """Encrypt everything ``source`` yields into ``destination``, in constant memory.
 
-    ``destination`` is written to but neither flushed nor closed. ``plaintext_length`` is a hint for the
-    data-key cache; it is not required.
+    ``destination`` is written to but neither flushed nor closed. ``plaintext_length`` is optional; when
+    given, it is what the data-key cache counts, so input that runs past it is refused (:class:`UsageError`)
+    before those bytes are encrypted. When it is not given and the materials manager reads ahead (the caching
+    manager: see :mod:`envelope.cache`), up to its bound is read to learn the length.
     """
     policy = resolve_policy(commitment_policy)
     suite = resolve_suite(algorithm)
@@ -128,12 +154,19 @@ def encrypt_stream(
     if not 0 < frame_length <= 2**31 - 1:
         raise UsageError("frame length must be between 1 and 2^31 - 1 bytes")
     context = dict(context or {})
-    for name in context:
-        if not isinstance(name, str) or name.startswith(RESERVED_PREFIX):
+    for name, value in context.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise UsageError("encryption context keys and values must be strings")
+        if name.startswith(RESERVED_PREFIX):
             raise UsageError(f"encryption context keys starting with {RESERVED_PREFIX!r} are reserved: {name!r}")
     manager = _manager(keyring, materials_manager)
     nthreads = _threads(threads)
-    src = Source(source)
+    if plaintext_length is not None and plaintext_length < 0:
+        raise UsageError("plaintext_length must be 0 or more")
+    src = _DeclaredSource(source)
+    if plaintext_length is None and isinstance(manager, ReadsAhead):
+        plaintext_length = _read_ahead(src, manager.read_ahead_limit(EncryptionRequest(context, policy, suite)))
+    src.limit = plaintext_length
     request = EncryptionRequest(context, policy, suite, plaintext_length)
     materials = manager.get_encryption_materials(request)
     suite = materials.suite
@@ -180,7 +213,7 @@ def encrypt(
     encrypt_stream(io.BytesIO(plaintext), out, keyring=keyring, materials_manager=materials_manager,
                    context=context, algorithm=algorithm, frame_length=frame_length,
                    commitment_policy=commitment_policy, max_encrypted_data_keys=max_encrypted_data_keys,
-                   plaintext_length=len(plaintext), threads=0)
+                   plaintext_length=memoryview(plaintext).nbytes, threads=0)
     return out.getvalue()
 
 
@@ -266,16 +299,17 @@ def decrypt_stream(
         raise PolicyError(f"the frame length {header.frame_length} is above the limit of {max_frame_length} "
                           "(raise max_frame_length to read it)")
     _check_required(header.encryption_context, required_context)
+    # section 4/5: the verification key must be present (signed) or absent (unsigned) and must decode, all
+    # before any keyring is called
+    public_key = check_signing_context(suite, header.encryption_context)
+    verifier = crypto.Verifier(suite, public_key) if public_key is not None else None
     materials = manager.decrypt_materials(
         DecryptionRequest(suite, header.encrypted_data_keys, header.encryption_context))
     key, commitment = crypto.derive_key(suite, materials.data_key, header.message_id)
     if suite.committing:
         crypto.check_commitment(commitment, header.commitment)
     crypto.verify_header_tag(key, auth.iv, header.raw, auth.tag)
-    verifier = None
-    if suite.signed:
-        assert materials.verification_key is not None
-        verifier = crypto.Verifier(suite, materials.verification_key)
+    if verifier is not None:
         verifier.update(header.raw)
         verifier.update(auth.iv + auth.tag if header.version == 1 else auth.tag)
 
