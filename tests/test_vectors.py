@@ -1,4 +1,4 @@
-"""Known-answer vectors in ../shared/vectors/esdk/ (esdk-format.md section 11).
+"""Known-answer vectors in tests/vectors/esdk/ (docs/esdk-format.md section 11).
 
 Usable, and all run here:
 
@@ -32,7 +32,7 @@ from envelope import format as fmt
 from envelope.errors import AuthenticationError, PolicyError
 from envelope.suites import SUITES
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "esdk"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "esdk"
 COMMITMENT = json.loads((VECTORS / "commitment-test-vectors.json").read_text())["tests"]
 ORACLE = json.loads((VECTORS / "decrypt-oracle-vectors.json").read_text())
 MUST_FAIL = {2, 12, 13, 20, 21}  # section 2.4: "KAT vectors 2, 12, 13, 20 and 21 must fail here"
