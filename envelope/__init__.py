@@ -37,7 +37,16 @@ from .errors import (
     UsageError,
 )
 from .format import EncryptedDataKey, Header
-from .keyrings import Keyring, MultiKeyring, RawAesKeyring, RawRsaKeyring, load_keyring
+from .keyrings import (
+    DiscoveryFilter,
+    Keyring,
+    KmsDiscoveryKeyring,
+    KmsKeyring,
+    MultiKeyring,
+    RawAesKeyring,
+    RawRsaKeyring,
+    load_keyring,
+)
 from .materials import DefaultMaterialsManager, MaterialsManager
 from .suites import SUITES, AlgorithmSuite, CommitmentPolicy
 
@@ -57,6 +66,7 @@ __all__ = [
     "ContextMismatchError",
     "DecryptResult",
     "DefaultMaterialsManager",
+    "DiscoveryFilter",
     "EncryptedDataKey",
     "EnvelopeError",
     "FormatError",
@@ -64,7 +74,9 @@ __all__ = [
     "KeyFileError",
     "Keyring",
     "KeyringError",
+    "KmsDiscoveryKeyring",
     "KmsError",
+    "KmsKeyring",
     "LocalCache",
     "MaterialsManager",
     "MultiKeyring",

@@ -86,10 +86,11 @@ class KeyringError(EnvelopeError):
 class KmsError(KeyringError):
     """AWS KMS refused a call or could not be reached. ``key_id`` names the key involved."""
 
-    def __init__(self, message: str, key_id: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, key_id: str | None = None, code: str | None = None,
+                 attempts: list[str] | None = None) -> None:
         self.key_id = key_id
         self.code = code
-        super().__init__(message)
+        super().__init__(message, attempts)
 
 
 class KeyFileError(EnvelopeError):

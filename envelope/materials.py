@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .crypto import PUBLIC_KEY_CONTEXT_KEY, Signer
-from .errors import FormatError, KeyringError, UsageError
+from .errors import FormatError, KeyringError, KmsError, UsageError
 from .format import EncryptedDataKey
 from .keyrings.base import Keyring, describe_edk
 from .suites import AlgorithmSuite, CommitmentPolicy, check_encrypt_policy, default_suite_for
@@ -119,7 +119,10 @@ def check_signing_context(suite: AlgorithmSuite, context: Mapping[str, str]) -> 
 
 
 def no_key_error(exc: KeyringError, edks: Sequence[EncryptedDataKey]) -> KeyringError:
-    """A keyring failure restated with the encrypted data keys the message holds."""
+    """A keyring failure restated with the encrypted data keys the message holds (same class, same KMS key)."""
     present = ", ".join(describe_edk(e) for e in edks)
-    return KeyringError(f"no key could open the data key; the message holds {present}",
-                        exc.attempts or [str(exc)])
+    message = f"no key could open the data key; the message holds {present}"
+    attempts = exc.attempts or [str(exc)]
+    if isinstance(exc, KmsError):
+        return KmsError(message, exc.key_id, exc.code, attempts)
+    return KeyringError(message, attempts)

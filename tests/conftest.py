@@ -8,7 +8,7 @@ import pytest
 
 import envelope
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["aws_fixtures"]
 
 
 @pytest.fixture

@@ -1,0 +1,353 @@
+"""pytest plugin for AWS tests over real HTTP: a moto_server on 127.0.0.1 and a fault-injecting proxy.
+
+Registered in tests/conftest.py (``pytest_plugins``). Fixtures:
+
+``moto_server`` (session)
+    Starts the venv's ``moto_server`` (next to ``sys.executable``) on 127.0.0.1 with a free port, waits until
+    it answers, and stops it by its own PID at the end. A :class:`MotoServer` (``url``, ``port``, ``pid``).
+``aws_env`` (function)
+    Resets moto's state (``POST /moto-api/reset``), then sets, for this test only, dummy credentials, region
+    ``us-east-1`` and ``AWS_ENDPOINT_URL_KMS`` -> moto, with ``AWS_PROFILE``, retry settings and the user's
+    ``~/.aws`` files masked. Subprocesses inherit it through ``os.environ``. An :class:`AwsEnv`:
+    ``create_key(region=..., alias=..., multi_region=...)`` (setup calls go straight to moto, never through
+    a proxy, so they are not counted), ``kms(region)`` a setup client, ``url``.
+``kms_proxy`` (function, uses ``aws_env``)
+    A :class:`FaultProxy` in front of moto, with ``AWS_ENDPOINT_URL_KMS`` pointed at it: every KMS client the
+    test (or a subprocess it starts) creates afterwards goes through it. ``throttle_share`` (0.0 to 1.0) sets
+    the share of requests answered ``400 ThrottlingException``; ``calls("GenerateDataKey")`` counts requests
+    that reached moto, ``received`` / ``throttled`` count all requests and the throttled ones per operation.
+``fast_throttle_backoff`` (function)
+    In this process only, lowers botocore's throttling backoff base from 1 s to 10 ms. Retries, the retry
+    quota and error classification are untouched; only the sleeps shrink (see the note on the fixture).
+
+``refused_endpoint()`` returns a loopback URL whose port refuses connections.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from shutil import which
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's only account
+
+__all__ = ["ACCOUNT", "REGION", "AwsEnv", "FaultProxy", "MotoServer", "refused_endpoint"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# moto_server
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def refused_endpoint() -> str:
+    """A loopback URL nobody listens on (the port was free a moment ago): connections are refused."""
+    return f"http://127.0.0.1:{_free_port()}"
+
+
+def _moto_script() -> str:
+    script = Path(sys.executable).parent / "moto_server"
+    if script.exists():
+        return str(script)
+    found = which("moto_server")
+    if found is None:
+        raise RuntimeError("moto_server not found next to the Python executable; pip install 'moto[server]'")
+    return found
+
+
+@dataclass
+class MotoServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1) as response:
+                response.read()
+            return True
+        except (OSError, urllib.error.URLError):
+            return False
+
+
+def _start_moto(log: Path) -> MotoServer:
+    script = _moto_script()
+    for _ in range(3):  # a free port can be taken between choosing it and binding it
+        port = _free_port()
+        with log.open("ab") as out:
+            process = subprocess.Popen([script, "-H", "127.0.0.1", "-p", str(port)],
+                                       stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = MotoServer(f"http://127.0.0.1:{port}", port, process, log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            if server.answers():
+                return server
+            time.sleep(0.1)
+        _stop(process)
+    raise RuntimeError(f"moto_server did not start; log:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()  # by its own PID
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = _start_moto(tmp_path_factory.mktemp("moto") / "moto_server.log")
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# per-test AWS environment
+
+_MASKED = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE",
+    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "HTTP_PROXY", "HTTPS_PROXY",
+    "http_proxy", "https_proxy",
+)
+
+
+@dataclass
+class AwsEnv:
+    server: MotoServer
+    region: str = REGION
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def kms(self, region: str = REGION) -> Any:
+        """A setup client talking straight to moto (not through any proxy)."""
+        if region not in self._clients:
+            import boto3
+
+            self._clients[region] = boto3.client("kms", region_name=region, endpoint_url=self.server.url)
+        return self._clients[region]
+
+    def create_key(self, region: str = REGION, *, alias: str | None = None, multi_region: bool = False) -> str:
+        """Create a symmetric key (optionally with ``alias/NAME``); return its ARN."""
+        kms = self.kms(region)
+        metadata = kms.create_key(MultiRegion=multi_region, Description="envelope test key")["KeyMetadata"]
+        if alias is not None:
+            kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
+        return str(metadata["Arn"])
+
+
+@pytest.fixture
+def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AwsEnv:
+    moto_server.reset()
+    for name in _MASKED:
+        monkeypatch.delenv(name, raising=False)
+    settings = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL_KMS": moto_server.url,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return AwsEnv(moto_server)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fault-injecting proxy
+
+_THROTTLE_BODY = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "te",
+               "trailer", "upgrade"}
+
+
+class FaultProxy:
+    """A loopback HTTP proxy in front of an AWS endpoint.
+
+    Counts requests per KMS operation (from ``X-Amz-Target``) and answers ``400 ThrottlingException`` for a
+    share of them, chosen deterministically: with ``throttle_share = 0.5`` every second request is throttled.
+    ``throttle_operations`` (a set of names, default: all) limits throttling to those operations.
+    Counters are per HTTP request, so retries count as separate requests.
+    """
+
+    def __init__(self, target_url: str, *, throttle_share: float = 0.0,
+                 throttle_operations: set[str] | None = None) -> None:
+        target = urlsplit(target_url)
+        self._target = (target.hostname or "127.0.0.1", target.port or 80)
+        self._lock = threading.Lock()
+        self._share = 0.0
+        self._debt = 0.0
+        self.throttle_share = throttle_share
+        self.throttle_operations = throttle_operations
+        self.received: Counter[str] = Counter()
+        self.forwarded: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        #: (operation, JSON request body) of every request, in order (tests inspect what was sent to KMS)
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fault-proxy",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def throttle_share(self) -> float:
+        return self._share
+
+    @throttle_share.setter
+    def throttle_share(self, share: float) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("throttle_share must be between 0 and 1")
+        with self._lock:
+            self._share = share
+            self._debt = 0.0
+
+    def calls(self, operation: str) -> int:
+        """Requests for ``operation`` that reached the endpoint (throttled ones excluded)."""
+        with self._lock:
+            return self.forwarded[operation]
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self.forwarded.clear()
+            self.throttled.clear()
+            self.requests.clear()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _decide(self, operation: str, body: bytes) -> bool:
+        """Count the request; True when it must be throttled."""
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:
+            parsed = {}
+        with self._lock:
+            self.received[operation] += 1
+            self.requests.append((operation, parsed if isinstance(parsed, dict) else {}))
+            throttle = False
+            if operation and (self.throttle_operations is None or operation in self.throttle_operations):
+                self._debt += self._share
+                if self._debt >= 1.0 - 1e-9:
+                    self._debt -= 1.0
+                    throttle = True
+            if throttle:
+                self.throttled[operation] += 1
+            else:
+                self.forwarded[operation] += 1
+            return throttle
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms delayed ACKs
+            wbufsize = 64 * 1024  # ... and send them as one (handle_one_request flushes after each answer)
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                target = self.headers.get("X-Amz-Target") or ""
+                operation = target.rpartition(".")[2] if "." in target else ""
+                if proxy._decide(operation, body):
+                    self._answer(400, [("Content-Type", "application/x-amz-json-1.1"),
+                                       ("x-amzn-RequestId", "fault-proxy")], _THROTTLE_BODY)
+                    return
+                conn = http.client.HTTPConnection(*proxy._target, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+                    self._answer(response.status, kept, data)
+                finally:
+                    conn.close()
+
+            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay
+
+        return Handler
+
+
+@pytest.fixture
+def kms_proxy(aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    with FaultProxy(aws_env.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", proxy.url)
+        yield proxy
+
+
+@pytest.fixture
+def fast_throttle_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore sleeps rand(0, 1) * 2**i seconds after a throttle (toolbox section 2): 200 throttled round trips
+    would take minutes. This shrinks the 1 s base to 10 ms in this process; botocore still decides whether to
+    retry, counts attempts, spends retry quota and raises after the last attempt exactly as in production.
+    """
+    from botocore.retries.standard import ExponentialBackoff
+
+    monkeypatch.setitem(ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", 0.01)
