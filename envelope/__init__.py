@@ -10,6 +10,8 @@ Layers, bottom up: ``errors`` -> ``suites`` (data) -> ``format`` (pure bytes) ->
 signatures) -> ``stream`` (the frame engine) -> ``keyrings`` -> ``materials`` / ``cache`` -> ``api``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .api import (
     DEFAULT_FRAME_LENGTH,
     DEFAULT_MAX_ENCRYPTED_DATA_KEYS,
@@ -23,7 +25,6 @@ from .api import (
     encrypt_stream,
     read_header,
 )
-from .cache import CacheStats, CachingMaterialsManager, LocalCache
 from .errors import (
     AuthenticationError,
     ContextMismatchError,
@@ -38,10 +39,7 @@ from .errors import (
 )
 from .format import EncryptedDataKey, Header
 from .keyrings import (
-    DiscoveryFilter,
     Keyring,
-    KmsDiscoveryKeyring,
-    KmsKeyring,
     MultiKeyring,
     RawAesKeyring,
     RawRsaKeyring,
@@ -50,7 +48,30 @@ from .keyrings import (
 from .materials import DefaultMaterialsManager, MaterialsManager
 from .suites import SUITES, AlgorithmSuite, CommitmentPolicy
 
+if TYPE_CHECKING:
+    from .cache import CacheStats, CachingMaterialsManager, LocalCache
+    from .keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring, KmsKeyring
+
 __version__ = "0.1.0"
+
+# Loaded on first use (PEP 562) so that `import envelope` stays fast for local-key work.
+_LAZY = {
+    "CacheStats": "cache",
+    "CachingMaterialsManager": "cache",
+    "LocalCache": "cache",
+    "DiscoveryFilter": "keyrings.kms",
+    "KmsDiscoveryKeyring": "keyrings.kms",
+    "KmsKeyring": "keyrings.kms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 __all__ = [
     "DEFAULT_FRAME_LENGTH",

@@ -20,7 +20,6 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import crypto
-from .cache import ReadsAhead
 from .errors import ContextMismatchError, FormatError, PolicyError, TruncatedError, UsageError
 from .format import CONTENT_FRAMED, Header, HeaderAuth, parse_header, serialize_header_body
 from .keyrings.base import Keyring
@@ -164,8 +163,9 @@ def encrypt_stream(
     if plaintext_length is not None and plaintext_length < 0:
         raise UsageError("plaintext_length must be 0 or more")
     src = _DeclaredSource(source)
-    if plaintext_length is None and isinstance(manager, ReadsAhead):
-        plaintext_length = _read_ahead(src, manager.read_ahead_limit(EncryptionRequest(context, policy, suite)))
+    read_ahead_limit = getattr(manager, "read_ahead_limit", None)  # the caching manager (envelope.cache)
+    if plaintext_length is None and read_ahead_limit is not None:
+        plaintext_length = _read_ahead(src, read_ahead_limit(EncryptionRequest(context, policy, suite)))
     src.limit = plaintext_length
     request = EncryptionRequest(context, policy, suite, plaintext_length)
     materials = manager.get_encryption_materials(request)

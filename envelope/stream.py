@@ -21,8 +21,7 @@ import queue
 import struct
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -36,6 +35,9 @@ from .format import (
     SINGLE_BLOCK_STRING,
     body_aad,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = ["BATCH_BYTES", "Source", "default_threads", "open_framed", "open_non_framed", "seal_framed"]
 
@@ -190,6 +192,8 @@ class _Pipeline:
         self.error: BaseException | None = None
 
     def _start(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # imported here: it costs start-up time (logging)
+
         self.threaded = True
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="envelope-crypto")
         self.ordered: queue.Queue[tuple[Future[int], int] | None] = queue.Queue()
