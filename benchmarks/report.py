@@ -1,0 +1,292 @@
+"""Ratios against the targets of issues 2, 5 and 6, the table on stdout, results.json and benchmark.png."""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+#: comparison, shown as text, for each kind of target
+_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt}
+
+
+@dataclass(frozen=True)
+class RatioSpec:
+    label: str
+    numerator: str  # result ids
+    denominator: str
+    target: tuple[str, float] | None = None  # e.g. (">=", 10.0); None: shown for information
+    issue: str = ""
+    time_ratio: bool = False  # both sides are times (ms): the ratio is numerator time / denominator time
+
+
+def fmt_size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def frame_tag(n: int) -> str:
+    return fmt_size(n).replace(" ", "")
+
+
+def ratio_specs(default_frame: int) -> list[RatioSpec]:
+    """Every ratio the report prints. Ids that were not measured give 'n/a'."""
+    esdk_frames = [frame_tag(4096), frame_tag(default_frame)]
+    specs: list[RatioSpec] = []
+    for op in ("encrypt", "decrypt"):
+        specs += [
+            RatioSpec(f"file {op}: envelope CLI / ESDK CLI", f"files/envelope-cli/{op}", f"files/esdk-cli/{op}",
+                      (">=", 10.0), "#6"),
+            *[RatioSpec(f"file {op}: envelope library / ESDK library ({tag} frames)", f"files/envelope-lib/{op}",
+                        f"files/esdk-lib-{tag}/{op}", (">=", 5.0), "#2 #6") for tag in dict.fromkeys(esdk_frames)],
+            RatioSpec(f"file {op}: envelope CLI / age", f"files/envelope-cli/{op}", f"files/age/{op}", (">", 1.0),
+                      "#6"),
+            RatioSpec(f"file {op}: envelope library / bare AES-GCM loop in memory", f"files/envelope-lib/{op}",
+                      f"limits/bare-memory/{op}", (">=", 0.6), "#2"),
+            RatioSpec(f"file {op}: envelope library / bare AES-GCM loop file-to-file", f"files/envelope-lib/{op}",
+                      f"limits/bare-file/{op}", (">=", 0.6), "#2"),
+            RatioSpec(f"file {op}: envelope CLI / cp", f"files/envelope-cli/{op}", "files/cp"),
+            RatioSpec(f"file {op}: envelope CLI / envelope library", f"files/envelope-cli/{op}",
+                      f"files/envelope-lib/{op}"),
+            RatioSpec(f"pipe {op}: envelope CLI / ESDK CLI", f"pipes/envelope-cli/{op}", f"pipes/esdk-cli/{op}",
+                      (">=", 10.0), "#6"),
+            RatioSpec(f"pipe {op}: envelope CLI / ESDK library ({esdk_frames[1]} frames)",
+                      f"pipes/envelope-cli/{op}", f"pipes/esdk-lib-{esdk_frames[1]}/{op}", (">=", 5.0), "#6"),
+            RatioSpec(f"pipe {op}: envelope CLI / age", f"pipes/envelope-cli/{op}", f"pipes/age/{op}", (">", 1.0),
+                      "#6"),
+            RatioSpec(f"pipe {op}: envelope CLI / cat | cat", f"pipes/envelope-cli/{op}", "pipes/cat-cat",
+                      (">=", 0.8), "#6"),
+            RatioSpec(f"pipe {op}: envelope library / cat | cat", f"pipes/envelope-lib/{op}", "pipes/cat-cat"),
+        ]
+    specs += [
+        RatioSpec("start-up: envelope --version / aws-encryption-cli --version (time)", "startup/envelope/version",
+                  "startup/esdk-cli/version", None, "#6", time_ratio=True),
+        RatioSpec("start-up: envelope decrypt 1 KiB, local key / ESDK CLI decrypt 1 KiB, KMS (time)",
+                  "startup/envelope/decrypt-local", "startup/esdk-cli/decrypt-kms", ("<=", 0.5), "#6",
+                  time_ratio=True),
+        RatioSpec("start-up: envelope decrypt 1 KiB, KMS / ESDK CLI decrypt 1 KiB, KMS (time)",
+                  "startup/envelope/decrypt-kms", "startup/esdk-cli/decrypt-kms", None, "#6", time_ratio=True),
+        RatioSpec("many files encrypt: 2 workers / 1 worker", "many/workers-2/encrypt", "many/workers-1/encrypt",
+                  (">=", 1.6), "#6"),
+        RatioSpec("many files decrypt: 2 workers / 1 worker", "many/workers-2/decrypt", "many/workers-1/decrypt",
+                  (">=", 1.6), "#6"),
+        RatioSpec("small messages (KMS): envelope cached / ESDK cached", "kms/envelope/cache", "kms/esdk/cache",
+                  (">=", 10.0), "#5"),
+        RatioSpec("small messages (KMS): envelope cached / envelope uncached", "kms/envelope/cache",
+                  "kms/envelope/no-cache"),
+        RatioSpec("small messages (KMS): envelope uncached / ESDK uncached", "kms/envelope/no-cache",
+                  "kms/esdk/no-cache"),
+    ]
+    return specs
+
+
+def _judge(value: float, target: tuple[str, float] | None) -> str:
+    if target is None:
+        return "info"
+    return "PASS" if _OPS[target[0]](value, target[1]) else "MISS"
+
+
+def compute_ratios(results: dict[str, dict[str, Any]], default_frame: int, size: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for spec in ratio_specs(default_frame):
+        num, den = results.get(spec.numerator), results.get(spec.denominator)
+        row: dict[str, Any] = {"label": spec.label, "numerator": spec.numerator, "denominator": spec.denominator,
+                               "target": f"{spec.target[0]} {spec.target[1]:g}x" if spec.target else None,
+                               "issue": spec.issue}
+        if not num or not den or not num.get("value") or not den.get("value"):
+            row.update(value=None, status="n/a")
+        else:
+            value = num["value"] / den["value"]
+            row.update(value=round(value, 3), status=_judge(value, spec.target))
+        out.append(row)
+    # peak RSS of every envelope run (target: <= 64 MiB for a 1 GiB input, any suite, file or pipe)
+    for label, wanted in (("full size", size), ("size/8", max(1, size // 8))):
+        rows = [r for r in results.values() if r.get("envelope") and r.get("rss_mib") and r.get("bytes") == wanted]
+        if not rows:
+            continue
+        worst = max(rows, key=lambda r: r["rss_mib"])
+        note = "" if size >= 1 << 30 or label != "full size" else " (the target is for 1 GiB)"
+        out.append({"label": f"peak RSS, every envelope run at {label} = {fmt_size(wanted)}{note}",
+                    "numerator": worst["id"], "denominator": None, "value": worst["rss_mib"], "unit": "MiB",
+                    "target": "<= 64 MiB", "issue": "#2 #6",
+                    "status": _judge(worst["rss_mib"], ("<=", 64.0)) if label == "full size" else "info"})
+    flat = _rss_flatness(results, size)
+    if flat is not None:
+        out.append(flat)
+    return out
+
+
+def _rss_flatness(results: dict[str, dict[str, Any]], size: int) -> dict[str, Any] | None:
+    """Largest RSS growth between the two sizes of the rss group, run for run."""
+    growth = []
+    for rid, row in results.items():
+        if rid.startswith("rss/full/") and row.get("rss_mib"):
+            small = results.get(rid.replace("rss/full/", "rss/eighth/", 1))
+            if small and small.get("rss_mib"):
+                growth.append((row["rss_mib"] - small["rss_mib"], rid))
+    if not growth:
+        return None
+    worst, rid = max(growth)
+    return {"label": f"peak RSS growth from {fmt_size(max(1, size // 8))} to {fmt_size(size)} (largest, {rid})",
+            "numerator": rid, "denominator": None, "value": round(worst, 1), "unit": "MiB",
+            "target": "flat", "issue": "#6", "status": "info"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the table
+
+
+def result_kind(row: dict[str, Any]) -> str:
+    """envelope, a peer (ESDK, age) or a limit (cp, cat | cat, bare AES-GCM loops)."""
+    if row.get("envelope"):
+        return "envelope"
+    if row["group"] == "limits" or row["id"] in ("files/cp", "pipes/cat-cat"):
+        return "limit"
+    return "peer"
+
+
+def _fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ms":
+        return f"{value:,.1f}"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    lines = []
+    m = doc["machine"]
+    fs = m["filesystem"]
+    lines.append(f"envelope benchmark, {doc['date']}")
+    lines.append(f"machine: {m['cpu']}, {m['usable_cores']} usable cores of {m['cores']}, "
+                 f"{m['memory_gib']} GiB, Python {m['python']}, {m['platform']}")
+    lines.append(f"temp folder: {m['temp_folder']} on {fs['type']} ({fs['device']} at {fs['mount']}); "
+                 f"transparent huge pages: {m.get('transparent_hugepages')}")
+    lines.append(f"load average at start {m['load_average']}, at end {m.get('load_average_end')}; "
+                 f"envelope commit {m.get('envelope_commit')}")
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+    lines.append(f"libraries: {libs}")
+    tools = ", ".join(f"{k}: {v}" for k, v in doc.get("tools", {}).items())
+    if tools:
+        lines.append(f"tools: {tools}")
+    cfg = doc["config"]
+    lines.append(f"size {fmt_size(cfg['size'])}, {cfg['reps']} repetitions (median), groups: "
+                 f"{', '.join(cfg['groups'])}{' (quick)' if cfg['quick'] else ''}; MB = 10^6 bytes")
+    lines.append("")
+    width = max([len(r["label"]) for r in doc["results"].values()] + [40])
+    group = None
+    for row in doc["results"].values():
+        if row["group"] != group:
+            group = row["group"]
+            lines.append(f"== {group}")
+            lines.append(f"  {'measurement':<{width}}  {'median':>10}  {'unit':<7} {'min .. max':>21}  "
+                         f"{'RSS MiB':>8}  n")
+        spread = f"{_fmt_value(row.get('min'), row['unit'])} .. {_fmt_value(row.get('max'), row['unit'])}"
+        rss = f"{row['rss_mib']:.1f}" if row.get("rss_mib") else "-"
+        lines.append(f"  {row['label']:<{width}}  {_fmt_value(row['value'], row['unit']):>10}  {row['unit']:<7} "
+                     f"{spread:>21}  {rss:>8}  {len(row.get('seconds', []))}")
+        if row.get("extra"):
+            lines.append(f"  {'':<{width}}  {row['extra']}")
+    lines.append("")
+    lines.append("== ratios and targets (issues #2, #5, #6)")
+    rw = max([len(r["label"]) for r in doc["ratios"]] + [40])
+    for r in doc["ratios"]:
+        if r["value"] is None:
+            value = "n/a"
+        elif r.get("unit") == "MiB":
+            value = f"{r['value']:.1f} MiB"
+        else:
+            value = f"{r['value']:.2f}x"
+        lines.append(f"  {r['label']:<{rw}}  {value:>10}  target {r['target'] or '-':<10} {r['status']:<5} "
+                     f"{r['issue']}")
+    if doc["skipped"]:
+        lines.append("")
+        lines.append("== not measured")
+        for s in doc["skipped"]:
+            lines.append(f"  [{s['group']}] {s['what']}: {s['reason']}")
+    if doc["notes"]:
+        lines.append("")
+        lines.append("== notes")
+        for note in doc["notes"]:
+            lines.append(f"  - {note}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON and the plot
+
+
+def write_json(doc: dict[str, Any], out: Path) -> Path:
+    path = out / "results.json"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def write_plot(doc: dict[str, Any], out: Path) -> Path | None:
+    """benchmark.png: throughput bars (files, pipes, limits), the suite x frame matrix, start-up and RSS.
+
+    matplotlib is optional (``pip install -e '.[bench]'``); without it the plot is skipped with a note.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        doc["notes"].append("benchmark.png not written: matplotlib is not installed (pip install -e '.[bench]')")
+        return None
+    results = list(doc["results"].values())
+    panels = [
+        ("Files, and the limits (MB/s, higher is better)",
+         [r for r in results if r["group"] in ("files", "limits")], None),
+        ("Pipes: cat f | TOOL | cat > out (MB/s)", [r for r in results if r["group"] == "pipes"], None),
+        ("envelope library: suites x frame lengths (MB/s)", [r for r in results if r["group"] == "suites"], None),
+        ("Start-up: one command, small input (ms, lower is better)", [r for r in results if r["unit"] == "ms"], None),
+        ("Peak RSS of envelope runs (MiB; target <= 64 MiB for 1 GiB)",
+         [dict(r, value=r["rss_mib"], unit="MiB") for r in results if r["group"] == "rss" and r.get("rss_mib")],
+         64.0),
+        ("Many 64 KiB files, envelope CLI -r (files/s)", [r for r in results if r["unit"] == "files/s"], None),
+        ("Small messages under KMS on moto_server (messages/s)", [r for r in results if r["unit"] == "msgs/s"],
+         None),
+    ]
+    panels = [p for p in panels if p[1]]
+    if not panels:
+        return None
+    colors = {"envelope": "#1f77b4", "peer": "#ff7f0e", "limit": "#9a9a9a"}
+    heights = [max(1.4, 0.25 * len(rows) + 0.8) for _, rows, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, sum(heights) + 0.8), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (title, rows, line) in zip(axes[:, 0], panels, strict=True):
+        labels = [r["label"] for r in rows]
+        values = [r["value"] or 0 for r in rows]
+        ax.barh(range(len(rows)), values, color=[colors[result_kind(r)] for r in rows])
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {_fmt_value(v, rows[i]['unit'])}", va="center", fontsize=6)
+        if line is not None:
+            ax.axvline(line, color="#d62728", linewidth=1, linestyle="--")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
+    fig.legend(handles, ["envelope", "peers (ESDK, age)", "limits (cp, cat, bare AES-GCM)"], loc="upper right",
+               fontsize=7, ncol=3)
+    m = doc["machine"]
+    fig.text(0.01, 0.995, f"envelope benchmark {doc['date'][:10]}: {m['cpu']}, {m['usable_cores']} cores, "
+             f"Python {m['python']}, {m['filesystem']['type']}, size {fmt_size(doc['config']['size'])}, "
+             f"median of {doc['config']['reps']}", fontsize=8, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (sum(heights) + 0.8)))
+    path = out / "benchmark.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
