@@ -1,9 +1,30 @@
-"""Placeholder until the CLI issue lands."""
+"""Console-script entry point (``envelope = cli.main:run``); also ``python -m cli.main``.
 
-import typer
+Start-up matters (scripts and CI jobs run ``envelope`` many times): ``envelope --version`` answers before typer
+is imported, typer is imported only to parse a real command line, and the library, rich and boto3 only by the
+commands that need them.
+"""
 
-app = typer.Typer(pretty_exceptions_show_locals=False)
+from __future__ import annotations
+
+import sys
+
+__all__ = ["run"]
 
 
 def run() -> None:
-    app()
+    if sys.argv[1:] == ["--version"]:
+        from . import version
+
+        sys.stdout.write(f"envelope {version()}\n")
+        return
+    from . import signals
+
+    signals.install()  # before any thread starts: see cli/signals.py
+    from .app import app
+
+    app(prog_name="envelope")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,144 @@
+"""The one place where exceptions become exit codes and one-line messages.
+
+    0  success
+    1  the message failed to authenticate or parse, or a setting refused it (FormatError, AuthenticationError,
+       PolicyError including ContextMismatchError)
+    2  usage error (bad option, UsageError, KeyFileError, a destination that exists, a folder given for a file)
+    3  no key could open or make the data key (KeyringError, KmsError)
+    4  an I/O error (missing input, unwritable output, disk full): OSError
+    70 an unexpected error (a bug); 130 / 143 interrupted by SIGINT / SIGTERM
+
+Every failure prints exactly one line to stderr, starting ``envelope: error:``; set ``ENVELOPE_DEBUG=1`` for a
+traceback as well. This module imports nothing heavy: ``envelope.errors`` is looked up in ``sys.modules``,
+because an error from the library can only exist once the library has been imported.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import sys
+
+__all__ = ["DEBUG_ENV", "ExitCode", "Terminated", "classify", "print_error"]
+
+DEBUG_ENV = "ENVELOPE_DEBUG"
+PREFIX = "envelope: error: "
+
+#: What ESDK messages look like in base64 (esdk-format.md section 9): v1 (01 80), v2 suites 0x0478 and 0x0578.
+BASE64_PREFIXES = (b"AY", b"AgR4", b"AgV4")
+
+
+#: Header fields whose rejection means the input is not an ESDK message at all (esdk-format.md section 1).
+_FIRST_FIELDS = frozenset({"version", "type", "algorithm suite ID"})
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    MESSAGE = 1
+    USAGE = 2
+    KEY = 3
+    IO = 4
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+class Terminated(SystemExit):
+    """Raised by the SIGTERM / SIGHUP handler so that ``finally`` blocks remove temporary files."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _library_code(exc: BaseException) -> ExitCode | None:
+    errors = sys.modules.get("envelope.errors")
+    if errors is None:
+        return None
+    if isinstance(exc, errors.KeyringError):  # includes KmsError
+        return ExitCode.KEY
+    if isinstance(exc, (errors.FormatError, errors.AuthenticationError, errors.PolicyError)):
+        return ExitCode.MESSAGE
+    if isinstance(exc, (errors.UsageError, errors.KeyFileError)):
+        return ExitCode.USAGE
+    if isinstance(exc, errors.EnvelopeError):
+        return ExitCode.MESSAGE
+    return None
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.errno == errno.EPIPE:
+        return "the output was closed before the end (broken pipe)"
+    reason = exc.strerror or str(exc)
+    action = getattr(exc, "action", None)
+    if exc.filename is not None:
+        where = "stdin" if exc.filename == "-" else repr(os.fsdecode(exc.filename))
+        return f"{action} {where}: {reason}" if action else f"{where}: {reason}"
+    return f"{action}: {reason}" if action else reason
+
+
+def _format_message(exc: BaseException, head: bytes | None, decoding: bool) -> str:
+    errors = sys.modules["envelope.errors"]
+    text = str(exc)
+    if isinstance(exc, errors.FormatError) and head is not None:
+        if exc.field == "message" and exc.offset == 0:
+            return "the input is empty: there is no ESDK message to read"
+        if not isinstance(exc, errors.TruncatedError) and exc.field in _FIRST_FIELDS and exc.offset < 4:
+            if not decoding and head.startswith(BASE64_PREFIXES):
+                return ("the input is not an ESDK message, but it looks like one in base64 (ESDK messages in "
+                        "base64 start with AY, AgR4 or AgV4): add --decode")
+            return f"the input is not an ESDK message ({text})"
+    return text
+
+
+def classify(exc: BaseException, *, head: bytes | None = None, decoding: bool = False) -> tuple[int, str]:
+    """Map an exception to (exit code, one-line message).
+
+    ``head`` (the first bytes of the input, when the error came from reading one) and ``decoding`` (--decode)
+    give specific messages for input that is empty or not an ESDK message.
+    """
+    code: int | None = _library_code(exc)
+    if code is not None:
+        message = _format_message(exc, head, decoding)
+    elif isinstance(exc, Terminated):
+        code, message = 128 + exc.signum, "terminated by a signal; temporary files were removed"
+    elif isinstance(exc, KeyboardInterrupt):
+        code, message = ExitCode.INTERRUPTED, "interrupted; temporary files were removed"
+    elif isinstance(exc, OSError):
+        code, message = ExitCode.IO, _os_message(exc)
+    else:
+        usage = _typer_usage(exc)
+        if usage is not None:
+            code, message = ExitCode.USAGE, usage
+        else:
+            code = ExitCode.INTERNAL
+            message = f"unexpected {type(exc).__name__}; run with {DEBUG_ENV}=1 for a traceback"
+    return code, " ".join(message.splitlines())
+
+
+def _typer_usage(exc: BaseException) -> str | None:
+    typer = sys.modules.get("typer")
+    if typer is None or not isinstance(exc, typer.TyperException):
+        return None
+    message = str(exc.format_message())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
+def debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def print_error(message: str) -> None:
+    """Write one ``envelope: error:`` line to stderr (and a traceback when ENVELOPE_DEBUG is set)."""
+    if debug() and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    try:
+        sys.stderr.write(PREFIX + message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed: nothing left to tell
+        pass

@@ -1,0 +1,441 @@
+"""Inputs and outputs: which file goes where, opening inputs, and atomic outputs.
+
+Output rules (issue 3, "Input and output rules"):
+- A regular-file destination is written through a temporary file in the same folder
+  (``.NAME.XXXXXXXX.envelope-tmp``, mode 0600) that is renamed into place only after the library returned,
+  i.e. after every frame tag and the signature verified. On any failure, and on SIGINT / SIGTERM / SIGHUP, the
+  temporary file is removed and the destination is untouched. (SIGKILL cannot be caught: the destination is
+  still untouched, but the hidden temporary file stays behind.)
+- An existing regular file is replaced only with ``--force``; without it the rename is a hard link, so a file
+  that appears meanwhile is not replaced either.
+- A destination that exists and is not a regular file (``/dev/null``, a FIFO, a terminal) is written directly,
+  never replaced or unlinked. Standard output ("-") likewise.
+- Decrypted files get mode 0600; encrypted files get the mode of their input (or the default mode for a new
+  file when the input is stdin).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import sys
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import BinaryIO, Literal
+
+__all__ = [
+    "Destination",
+    "FileProblem",
+    "Job",
+    "Plan",
+    "output_name",
+    "plan_jobs",
+    "abandon_temporary_files",
+    "remove_temporary_files",
+]
+
+Direction = Literal["encrypt", "decrypt"]
+TEMP_SUFFIX = ".envelope-tmp"
+STDIO = "-"
+DEFAULT_SUFFIX = ".encrypted"
+DECRYPTED_SUFFIX = ".decrypted"
+
+
+class FileProblem(OSError):
+    """An OSError that says what the CLI was doing: ``cannot read input 'x': No such file or directory``."""
+
+    def __init__(self, action: str, exc: OSError, filename: str | None = None) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), filename if filename is not None else exc.filename)
+        self.action = action
+
+
+def _usage(message: str) -> Exception:
+    from envelope import UsageError
+
+    return UsageError(message)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# temporary files: a registry so that a signal handler can remove them even while other threads write
+
+
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def remove_temporary_files() -> None:
+    """Remove every temporary output still registered (the CLI's last step, whatever happened)."""
+    with _LIVE_LOCK:
+        _unlink_all()
+
+
+def abandon_temporary_files() -> None:
+    """For a signal: remove them and keep the registry locked, so that no thread creates another one before
+    the process exits (the caller ends the process)."""
+    _LIVE_LOCK.acquire()
+    _unlink_all()
+
+
+def _unlink_all() -> None:
+    for path in list(_LIVE):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    _LIVE.clear()
+
+
+def _default_mode() -> int:
+    mask = os.umask(0o022)  # there is no getter: read it once, at import, before any thread or worker starts
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _default_mode()
+_MADE: set[str] = set()  # output folders this process already created (many files share one)
+#: Buffer of our file objects. Giving it explicitly also spares the isatty() and fstat() calls open() makes
+#: to choose one; the library reads and writes whole batches, which bypass the buffer anyway.
+BUFFER = 64 * 1024
+
+
+# ---------------------------------------------------------------------------------------------------------
+# planning
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str  # a path or "-"
+    destination: str  # a path or "-"
+    size: int | None  # input bytes, when the input is a regular file
+
+
+@dataclass(frozen=True)
+class Plan:
+    jobs: list[Job]
+    many: bool  # several inputs or -r: -o is a folder
+
+    @property
+    def to_stdout(self) -> bool:
+        return any(job.destination == STDIO for job in self.jobs)
+
+
+def output_name(name: str, direction: Direction, suffix: str | None) -> str:
+    """encrypt: NAME + SUF (default .encrypted). decrypt: NAME without SUF when it ends with it, else NAME.decrypted."""
+    suf = DEFAULT_SUFFIX if suffix is None else suffix
+    if direction == "encrypt":
+        if not suf:
+            raise _usage("--suffix must not be empty when encrypting")
+        return name + suf
+    if suf and name.endswith(suf) and len(name) > len(suf):
+        return name[:-len(suf)]
+    return name + DECRYPTED_SUFFIX
+
+
+def _stat(path: str, action: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise FileProblem(action, exc, path) from None
+
+
+def _walk(root: str) -> list[tuple[str, int]]:
+    """(path relative to ``root``, size) of the regular files under ``root``, sorted; symlinks to files are
+    followed, to folders not; our own temporary files are skipped."""
+    found: list[tuple[str, int]] = []
+
+    def visit(folder: str, prefix: str) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            raise FileProblem("cannot read folder", exc, folder) from None
+        for entry in entries:
+            rel = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    visit(entry.path, rel + os.sep)
+                elif entry.is_file() and not entry.name.endswith(TEMP_SUFFIX):
+                    found.append((rel, entry.stat().st_size))
+            except OSError as exc:
+                raise FileProblem("cannot read", exc, entry.path) from None
+
+    visit(root, "")
+    return found
+
+
+def plan_jobs(inputs: list[str], output: str | None, *, direction: Direction, recursive: bool,
+              suffix: str | None, force: bool) -> Plan:
+    """Turn INPUT arguments and ``-o`` into (source, destination) pairs, checking everything that can be checked
+    before any work: missing inputs, folders without -r, -o that is a folder (or is not), existing destinations
+    without --force, two inputs with the same destination."""
+    inputs = inputs or [STDIO]
+    if STDIO in inputs and len(inputs) > 1:
+        raise _usage("'-' (stdin) cannot be combined with other inputs")
+    many = len(inputs) > 1 or recursive
+    jobs: list[Job] = []
+    if inputs == [STDIO]:
+        if recursive:
+            raise _usage("-r needs folder inputs, not stdin")
+        jobs.append(Job(STDIO, output or STDIO, _stdin_size()))
+    else:
+        if many and output is not None:
+            if output == STDIO:
+                raise _usage("with several inputs or -r, -o names a folder; it cannot be '-' (stdout)")
+            if os.path.exists(output) and not os.path.isdir(output):
+                raise _usage(f"-o {output!r} is a file, but with several inputs or -r it must be a folder")
+        for item in inputs:
+            info = _stat(item, "cannot read input")
+            if stat.S_ISDIR(info.st_mode):
+                if not recursive:
+                    raise _usage(f"input {item!r} is a folder, where a file is expected (add -r to process the "
+                                 "files in it)")
+                base = output if output is not None else item
+                for rel, bytes_ in _walk(item):
+                    folder, name = os.path.split(rel)
+                    jobs.append(Job(os.path.join(item, rel),
+                                    os.path.join(base, folder, output_name(name, direction, suffix)), bytes_))
+                continue
+            size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            folder, name = os.path.split(item)
+            if output is None or many:
+                base = output if output is not None else folder
+                jobs.append(Job(item, os.path.join(base, output_name(name, direction, suffix)), size))
+            else:
+                jobs.append(Job(item, output, size))
+    _check_destinations(jobs, force)
+    return Plan(jobs, many)
+
+
+def _stdin_size() -> int | None:
+    try:
+        info = os.fstat(sys.stdin.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _check_destinations(jobs: list[Job], force: bool) -> None:
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if job.destination == STDIO:
+            continue
+        key = os.path.abspath(job.destination)
+        if key in seen:
+            raise _usage(f"inputs {seen[key]!r} and {job.source!r} would both be written to {job.destination!r}")
+        seen[key] = job.source
+        try:
+            info = os.stat(job.destination)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, job.destination) from None
+        if stat.S_ISREG(info.st_mode) and job.source != STDIO and os.path.samefile(job.source, job.destination):
+            raise _usage(f"input {job.source!r} would be overwritten by its own output")
+        if stat.S_ISDIR(info.st_mode):
+            raise _usage(f"output {job.destination!r} is a folder, where a file is expected (with one input, "
+                         "-o names the output file)")
+        if stat.S_ISREG(info.st_mode) and not force:
+            raise _usage(f"output {job.destination!r} already exists (add --force to replace it)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def open_input(path: str) -> BinaryIO:
+    """A buffered binary reader: stdin for '-', else the file (not yet metered)."""
+    if path == STDIO:
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb", buffering=BUFFER)
+    except IsADirectoryError:
+        raise _usage(f"input {path!r} is a folder, where a file is expected (add -r to process the files in it)"
+                     ) from None
+    except OSError as exc:
+        raise FileProblem("cannot read input", exc, path) from None
+
+
+def input_mode(stream: BinaryIO) -> int | None:
+    """Permission bits of a regular-file input (encrypted outputs keep them)."""
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stat.S_IMODE(info.st_mode) & 0o777 if stat.S_ISREG(info.st_mode) else None
+
+
+def is_terminal(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# outputs
+
+
+class Destination:
+    """An output that appears only when :meth:`commit` is called (see the module docstring).
+
+    Use as a context manager: leaving the block with an exception discards everything that was written.
+    ``mode`` is the final permission bits of a new file (None: the default for new files).
+    """
+
+    def __init__(self, path: str, *, force: bool, mode: int | None, make_folders: bool = False,
+                 refuse_terminal: str | None = None) -> None:
+        self.path = path
+        self.force = force
+        self.mode = mode
+        self.make_folders = make_folders
+        self.refuse_terminal = refuse_terminal  # a message when binary output must not go to a terminal
+        self.temp: str | None = None
+        self.stream: BinaryIO | None = None
+        self._own_stream = False
+        self._replacing = False
+
+    # -- opening
+
+    def open(self) -> BinaryIO:
+        if self.path == STDIO:
+            stream = sys.stdout.buffer
+            self._check_terminal(stream)
+            self.stream = stream
+            return stream
+        try:
+            info: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            info = None
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, self.path) from None
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            raise _usage(f"output {self.path!r} is a folder, where a file is expected")
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            return self._open_direct()
+        if info is not None and not self.force:
+            raise _usage(f"output {self.path!r} already exists (add --force to replace it)")
+        self._replacing = info is not None
+        return self._open_temp()
+
+    def _check_terminal(self, stream: BinaryIO) -> None:
+        if self.refuse_terminal and is_terminal(stream):
+            raise _usage(self.refuse_terminal)
+
+    def _open_direct(self) -> BinaryIO:
+        try:
+            stream = open(self.path, "wb")
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, self.path) from None
+        self._own_stream = True
+        self.stream = stream
+        try:
+            self._check_terminal(stream)
+        except BaseException:
+            self.abort()
+            raise
+        return stream
+
+    def _open_temp(self) -> BinaryIO:
+        folder, name = os.path.split(self.path)
+        folder = folder or "."
+        if self.make_folders and folder not in _MADE:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise FileProblem("cannot create folder", exc, folder) from None
+            _MADE.add(folder)
+        temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        try:
+            with _LIVE_LOCK:
+                fd = os.open(temp, flags, 0o600)
+                _LIVE.add(temp)
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, self.path) from None
+        self.temp = temp
+        self.stream = open(fd, "wb", buffering=BUFFER)
+        self._own_stream = True
+        return self.stream
+
+    # -- finishing
+
+    def commit(self) -> None:
+        """Make the output visible: flush, set the mode, rename the temporary file into place."""
+        stream = self.stream
+        assert stream is not None
+        try:
+            if not self._own_stream:
+                stream.flush()
+                return
+            if self.temp is None:
+                stream.close()
+                return
+            stream.flush()
+            fd = stream.fileno()
+            os.fchmod(fd, self.mode if self.mode is not None else _NEW_FILE_MODE)
+            if self._replacing:
+                os.fsync(fd)  # a crash just after the rename must not leave an empty file where the old one was
+            stream.close()
+            self._rename()
+        except OSError as exc:
+            self.abort()
+            if isinstance(exc, FileProblem):
+                raise
+            raise FileProblem("cannot write", exc, self.path) from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def _rename(self) -> None:
+        assert self.temp is not None
+        if self.force:
+            os.replace(self.temp, self.path)
+        else:
+            try:  # link, unlike rename, refuses to replace a file that appeared since open()
+                os.link(self.temp, self.path)
+            except FileExistsError:
+                raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
+                                     errno.ENOSYS):
+                    raise
+                if os.path.lexists(self.path):
+                    raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
+                os.replace(self.temp, self.path)
+                self._forget_temp()
+                return
+            os.unlink(self.temp)
+        self._forget_temp()
+
+    def _forget_temp(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self.temp or "")
+        self.temp = None
+
+    def abort(self) -> None:
+        """Discard the output: close and remove the temporary file (a direct destination is just closed)."""
+        stream, self.stream = self.stream, None
+        if stream is not None and self._own_stream:
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.temp is not None:
+            try:
+                os.unlink(self.temp)
+            except FileNotFoundError:
+                pass
+            self._forget_temp()
+
+    def __enter__(self) -> BinaryIO:
+        return self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

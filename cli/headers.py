@@ -1,0 +1,54 @@
+"""Message headers as JSON-ready dicts, for ``inspect`` and ``--metadata-output``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from envelope import EncryptedDataKey, Header
+
+__all__ = ["header_json", "header_summary"]
+
+
+#: esdk-format.md section 7.2: raw-AES provider info is the key name, then UInt32 tag bits (128), UInt32 IV
+#: length (12) and the 12-byte IV.
+_RAW_AES_TAIL = bytes.fromhex("000000800000000c")
+
+
+def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
+    from envelope.keyrings.base import printable_info
+
+    raw = edk.provider_info
+    info = printable_info(raw)
+    described: dict[str, Any] = {"provider_id": edk.provider_id, "provider_info": info,
+                                 "provider_info_encoding": "hex" if raw and info == raw.hex() else "utf-8"}
+    if len(raw) > 20 and raw[-20:-12] == _RAW_AES_TAIL:  # a raw-AES EDK: show the key name too
+        name = printable_info(raw[:-20])
+        if name != raw[:-20].hex():
+            described["key_name"] = name
+    return described
+
+
+def header_summary(header: Header) -> dict[str, Any]:
+    """Suite, context and EDK providers: what ``--metadata-output`` records for each message."""
+    return {
+        "suite": {"id": header.suite.hex_id, "name": header.suite.name},
+        "encryption_context": dict(header.encryption_context),
+        "encrypted_data_keys": [_edk(edk) for edk in header.encrypted_data_keys],
+    }
+
+
+def header_json(header: Header) -> dict[str, Any]:
+    """Everything ``inspect`` prints (esdk-format.md sections 1 and 7.1); no key is needed."""
+    suite = header.suite
+    return {
+        "format_version": header.version,
+        "suite": {"id": suite.hex_id, "name": suite.name, "committing": suite.committing, "signed": suite.signed},
+        "message_id": header.message_id.hex(),
+        "content_type": "framed" if header.framed else "non-framed",
+        "frame_length": header.frame_length,
+        "encryption_context": dict(header.encryption_context),
+        "encrypted_data_keys": [
+            {**_edk(edk), "ciphertext_length": len(edk.ciphertext)} for edk in header.encrypted_data_keys
+        ],
+    }

@@ -1,0 +1,160 @@
+"""Stream adapters that work a batch at a time: an input meter and streaming base64 in both directions.
+
+The library reads with ``readinto`` into its own reused buffers (several MiB per call) and writes whole
+batches, so every adapter here costs one Python call per batch, never per byte. Memory stays constant:
+base64 is decoded through a fixed chunk buffer and encoded batch by batch with at most 2 bytes carried over.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol, cast
+
+__all__ = ["Base64Reader", "Base64Writer", "InputMeter", "Readable"]
+
+
+class Readable(Protocol):
+    def readinto(self, buf: Any, /) -> int | None: ...
+
+HEAD = 8  # bytes of the input kept for error hints ("not an ESDK message", "looks like base64")
+_WHITESPACE = b" \t\r\n\v\f"
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+class InputMeter:
+    """Counts the bytes read from ``raw``, keeps the first few, and reports each read to ``on_read``."""
+
+    __slots__ = ("_on_read", "_raw", "count", "head")
+
+    def __init__(self, raw: Readable | BinaryIO, on_read: Callable[[int], None] | None = None) -> None:
+        self._raw = cast(Readable, raw)  # binary files have readinto; typing.BinaryIO does not say so
+        self._on_read = on_read
+        self.count = 0
+        self.head = b""
+
+    def readinto(self, buf: Any) -> int:
+        got = self._raw.readinto(buf)
+        if got is None:
+            raise BlockingIOError(11, "the input is in non-blocking mode and has no data")
+        if got:
+            if len(self.head) < HEAD:
+                self.head += bytes(memoryview(buf).cast("B")[:min(got, HEAD - len(self.head))])
+            self.count += got
+            if self._on_read is not None:
+                self._on_read(got)
+        return int(got)
+
+    def read(self, size: int = -1) -> bytes:
+        """Only for readers that do not use ``readinto``; the library does."""
+        if size is None or size < 0:
+            size = 1 << 20
+        buf = bytearray(size)
+        return bytes(memoryview(buf)[:self.readinto(buf)])
+
+
+class Base64Writer:
+    """Writes the base64 form (no line breaks) of everything written to it; :meth:`finish` adds the padding."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._carry = b""
+        self.count = 0  # base64 bytes written
+
+    def _emit(self, data: Any) -> None:
+        encoded = binascii.b2a_base64(data, newline=False)
+        self._raw.write(encoded)
+        self.count += len(encoded)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        if self._carry:
+            need = 3 - len(self._carry)
+            if size < need:
+                self._carry += bytes(view)
+                return size
+            self._emit(self._carry + bytes(view[:need]))
+            self._carry = b""
+            view = view[need:]
+        whole = len(view) - len(view) % 3
+        if whole:
+            self._emit(view[:whole])
+        self._carry = bytes(view[whole:])
+        return size
+
+    def finish(self) -> None:
+        if self._carry:
+            self._emit(self._carry)
+            self._carry = b""
+
+
+class Base64Reader:
+    """Decodes base64 from ``raw`` as it is read. Whitespace and line breaks anywhere are ignored; any other
+    character outside the base64 alphabet, or data after the padding, is a :class:`FormatError` (exit 1).
+    Missing final padding is tolerated."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: Readable) -> None:
+        self._raw = raw
+        self._chunk = bytearray(self.CHUNK)
+        self._text = b""  # fewer than 4 base64 characters carried to the next chunk
+        self._out = memoryview(b"")
+        self._eof = False
+        self._padded = False
+        self._seen = 0  # input bytes consumed, for error offsets
+
+    @staticmethod
+    def _error(offset: int, reason: str) -> Exception:
+        from envelope.errors import FormatError
+
+        return FormatError("base64 input", offset, reason)
+
+    def _decode(self, text: bytes) -> None:
+        try:
+            self._out = memoryview(binascii.a2b_base64(text))
+        except binascii.Error:
+            raise self._error(self._seen, "is not valid base64") from None
+
+    def _fill(self) -> None:
+        got = self._raw.readinto(self._chunk) or 0
+        if not got:
+            self._eof = True
+            if self._text:
+                if len(self._text) == 1:
+                    raise self._error(self._seen, "ends in the middle of a base64 group (truncated)")
+                self._decode(self._text + b"=" * (-len(self._text) % 4))
+                self._text = b""
+            return
+        start = self._seen
+        self._seen += got
+        text = bytes(memoryview(self._chunk)[:got]).translate(None, _WHITESPACE)
+        if not text:
+            return
+        if self._padded and text.strip(b"="):
+            raise self._error(start, "has data after the base64 padding")
+        bad = text.translate(None, _ALPHABET)
+        if bad:
+            where = bytes(memoryview(self._chunk)[:got]).find(bad[:1])
+            raise self._error(start + where, f"holds {chr(bad[0])!r}, which is not a base64 character "
+                                             "(is the input already binary? then leave out --decode)")
+        text = self._text + text
+        pad = text.find(b"=")
+        if pad >= 0:
+            if text[pad:].strip(b"=") or len(text) - pad > 2:
+                raise self._error(start, "has '=' padding in the middle of the base64 text")
+            self._padded = True
+        whole = len(text) - len(text) % 4
+        self._text = text[whole:]
+        if whole:
+            self._decode(text[:whole])
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        while not len(self._out) and not self._eof:
+            self._fill()
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
