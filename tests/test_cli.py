@@ -367,7 +367,7 @@ def test_key_file_missing_or_malformed(work: Path, message: Path) -> None:
 def test_wrong_key_names_the_keys_present(work: Path, other_key: Path, message: Path) -> None:
     line = fails(3, "no key could open the data key", "decrypt", message, "-k", other_key, "-o", "n",
                  folder=work)
-    assert "envelope/" + b"app".hex() in line  # the EDK present: provider id / provider info
+    assert "envelope/app (raw AES)" in line  # the EDK present: provider id / the raw AES key name
 
 
 def test_kms_and_discovery_are_not_available_yet(work: Path, key: Path, message: Path) -> None:

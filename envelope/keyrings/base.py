@@ -28,11 +28,18 @@ class Keyring(Protocol):
 
 
 def describe_edk(edk: EncryptedDataKey) -> str:
-    """``provider-id/provider-info`` with the info as text when it is printable UTF-8, else hex."""
-    return f"{edk.provider_id}/{printable_info(edk.provider_info)}"
+    """``provider-id/provider-info`` for error messages: the info as text when it is printable UTF-8, a raw
+    AES key's name (section 7.2: name, UInt32 tag bits 128, UInt32 IV length 12, IV), else hex."""
+    info = edk.provider_info
+    if len(info) > 20 and info[-20:-12] == b"\x00\x00\x00\x80\x00\x00\x00\x0c":
+        name = printable_info(info[:-20])
+        if name != info[:-20].hex():
+            return f"{edk.provider_id}/{name} (raw AES)"
+    return f"{edk.provider_id}/{printable_info(info)}"
 
 
 def printable_info(info: bytes) -> str:
+    """The info as text when it is printable UTF-8, else hex (what ``envelope inspect`` shows)."""
     try:
         text = info.decode("utf-8")
     except UnicodeDecodeError:

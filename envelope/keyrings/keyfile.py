@@ -120,6 +120,12 @@ def key_file_text(doc: dict[str, str]) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
+def _write_fully(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: bool = False) -> None:
     """Write a key file with mode 0600. Refuses to replace an existing file unless ``force``.
 
@@ -131,7 +137,7 @@ def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: 
     if not force:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, data)
+            _write_fully(fd, data)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -139,10 +145,12 @@ def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: 
             raise
         os.close(fd)
         return
+    if target.exists() and not target.is_file():
+        raise KeyFileError(f"{str(target)!r} exists and is not a regular file; refusing to replace it")
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, data)
+        _write_fully(fd, data)
         os.fsync(fd)
         os.close(fd)
         os.replace(tmp, target)
