@@ -1,9 +1,9 @@
 """The typer app: commands and options only. The work happens in ``jobs`` / ``files``, errors map in ``errors``.
 
 The library is imported inside the commands, so ``--help`` and ``--version`` never pay for it. Options shared
-by encrypt and decrypt are declared once below; new option groups (KMS: ``--region``, ``--grant-token``,
-``--discovery-*``; cache: ``--cache-*``) are added the same way and folded into :class:`cli.keys.KeyOptions` /
-:class:`cli.jobs.Settings`.
+by encrypt and decrypt are declared once below; the KMS options (``--region``, ``--grant-token``,
+``--discovery-*``) fold into :class:`cli.keys.KeyOptions`, the cache options (``--cache-*``) into
+:class:`cli.jobs.CacheOptions`, both inside :class:`cli.jobs.Settings`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typer.core import TyperGroup
 from . import version as _version
 from .errors import ExitCode, Terminated, classify, print_error
 from .files import STDIO, FileProblem, is_terminal, plan_jobs
-from .jobs import Settings, default_workers, run_plan
-from .keys import KeyOptions, build_keyring
+from .jobs import CacheOptions, Settings, build_crypto, default_workers, run_plan
+from .keys import KeyOptions
 
 __all__ = ["app"]
 
@@ -154,8 +154,23 @@ Output = Annotated[str | None, typer.Option(
          "(see --suffix), or stdout for stdin.")]
 Keys = Annotated[list[str] | None, typer.Option(
     "--key", "-k", metavar="SPEC", show_default=False,
-    help="file:PATH (a key file, or just PATH) or kms:ID. Repeat for several keys: on encrypt the first makes "
-         "the data key and all wrap it; on decrypt any may open it.")]
+    help="file:PATH (a key file, or just PATH) or kms:ID (AWS KMS key ARN, key id, alias/NAME or alias ARN). "
+         "Repeat for several keys: on encrypt the first makes the data key and all wrap it; on decrypt any may "
+         "open it.")]
+Region = Annotated[str | None, typer.Option(
+    "--region", metavar="REGION", show_default=False,
+    help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
+         "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")]
+GrantTokens = Annotated[list[str] | None, typer.Option(
+    "--grant-token", metavar="TOKEN", show_default=False,
+    help="An AWS KMS grant token, sent with every KMS call (repeatable).")]
+CacheMaxAge = Annotated[str | None, typer.Option(
+    "--cache-max-age", metavar="SECONDS", show_default=False,
+    help="Turn on the data-key cache: reuse a data key for up to SECONDS (fewer KMS calls). One cache per "
+         "process: see --workers.")]
+CacheCapacity = Annotated[int | None, typer.Option(
+    "--cache-capacity", metavar="N", min=1, show_default=False,
+    help="Data keys the cache holds at most, least recently used dropped first (default 1000).")]
 Policy = Annotated[str | None, typer.Option(
     "--commitment-policy", metavar="POLICY", show_default=False,
     help="require-encrypt-require-decrypt (default), require-encrypt-allow-decrypt or "
@@ -202,12 +217,43 @@ def _check_policy(policy: str | None) -> None:
         resolve_policy(policy)
 
 
+def _seconds(text: str | None) -> float | None:
+    from envelope import UsageError
+
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise UsageError(f"--cache-max-age {text!r}: expected a number of seconds, such as 300 or 0.5") from None
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"--cache-max-age {text!r}: must be more than 0 seconds")
+    return seconds
+
+
+def _cache(max_age: str | None, max_messages: int | None, max_bytes: int | None,
+           capacity: int | None) -> CacheOptions | None:
+    """``--cache-*`` -> the cache settings; None (no cache) unless ``--cache-max-age`` is given."""
+    from envelope import UsageError
+
+    seconds = _seconds(max_age)
+    if seconds is None:
+        given = [name for name, value in (("--cache-max-messages", max_messages), ("--cache-max-bytes", max_bytes),
+                                          ("--cache-capacity", capacity)) if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} sets a limit of the data-key cache, which --cache-max-age SECONDS "
+                             "turns on")
+        return None
+    options = CacheOptions(seconds, max_messages, max_bytes)
+    return options if capacity is None else replace(options, capacity=capacity)
+
+
 def _run(settings: Settings, inputs: list[str] | None, output: str | None, *, recursive: bool,
          suffix: str | None, metadata_output: str | None, progress: bool | None, workers: int | None) -> int:
     """Keys, then files, then work: every usage error is reported before any output exists."""
     from envelope import UsageError
 
-    keyring = build_keyring(settings.keys, settings.direction)
+    crypto = build_crypto(settings)  # checks keys and cache limits; no KMS call yet
     plan = plan_jobs(list(inputs or []), output, direction=settings.direction, recursive=recursive, suffix=suffix,
                      force=settings.force)
     if metadata_output == STDIO and plan.to_stdout:
@@ -216,7 +262,7 @@ def _run(settings: Settings, inputs: list[str] | None, output: str | None, *, re
             and is_terminal(sys.stdin.buffer):
         raise UsageError("stdin is a terminal: give an INPUT file or pipe the message in")
     settings = replace(settings, make_folders=plan.many, metadata=metadata_output is not None)
-    return run_plan(plan, settings, keyring, workers=workers or default_workers(), progress=progress,
+    return run_plan(plan, settings, crypto, workers=workers or default_workers(), progress=progress,
                     metadata_output=metadata_output)
 
 
@@ -231,7 +277,9 @@ def _examples(*lines: str) -> str:
 
 @app.command(epilog=_examples("envelope encrypt config.json --key file:app.key -c app=web -c stage=prod",
                               "tar c conf | envelope encrypt --key file:app.key > conf.tar.encrypted",
-                              "envelope encrypt -r conf -o conf.enc --key file:app.key")
+                              "envelope encrypt -r conf -o conf.enc --key file:app.key",
+                              "envelope encrypt config.json --key kms:alias/app --key file:backup.key -c app=web",
+                              "envelope encrypt -r logs -o logs.enc --key kms:alias/app --cache-max-age 300")
              + "\n\n" + EXIT_CODES)
 def encrypt(
     inputs: Inputs = None,
@@ -257,6 +305,16 @@ def encrypt(
     progress: ShowProgress = None,
     workers: Workers = None,
     max_encrypted_data_keys: MaxEdks = None,
+    region: Region = None,
+    grant_token: GrantTokens = None,
+    cache_max_age: CacheMaxAge = None,
+    cache_max_messages: Annotated[int | None, typer.Option(
+        "--cache-max-messages", metavar="N", min=1, show_default=False,
+        help="Messages one cached data key may protect at most (default 2^32).")] = None,
+    cache_max_bytes: Annotated[int | None, typer.Option(
+        "--cache-max-bytes", metavar="N", min=0, show_default=False,
+        help="Plaintext bytes one cached data key may protect at most (default 2^63 - 1).")] = None,
+    cache_capacity: CacheCapacity = None,
 ) -> int:
     """Encrypt files or stdin into ESDK messages.
 
@@ -267,23 +325,35 @@ def encrypt(
 
     resolve_suite(algorithm)
     _check_policy(commitment_policy)
-    settings = Settings("encrypt", KeyOptions(tuple(key or ())), context=_pairs(context), algorithm=algorithm,
+    keys = KeyOptions(tuple(key or ()), region=region, grant_tokens=tuple(grant_token or ()))
+    settings = Settings("encrypt", keys, context=_pairs(context), algorithm=algorithm,
                         frame_length=frame_size, commitment_policy=commitment_policy,
-                        max_encrypted_data_keys=max_encrypted_data_keys, base64=encode, force=force)
+                        max_encrypted_data_keys=max_encrypted_data_keys, base64=encode, force=force,
+                        cache=_cache(cache_max_age, cache_max_messages, cache_max_bytes, cache_capacity))
     return _run(settings, inputs, output, recursive=recursive, suffix=suffix, metadata_output=metadata_output,
                 progress=progress, workers=workers)
 
 
 @app.command(epilog=_examples("envelope decrypt config.json.encrypted --key file:app.key -c app=web",
                               "envelope decrypt --key file:app.key < conf.tar.encrypted | tar x",
-                              "envelope decrypt -r conf.enc -o conf --key file:app.key")
+                              "envelope decrypt -r conf.enc -o conf --key file:app.key",
+                              "envelope decrypt config.json.encrypted --key kms:alias/app -c app=web",
+                              "envelope decrypt -r conf.enc -o conf --discovery --discovery-account 123456789012 "
+                              "--cache-max-age 60")
              + "\n\n" + EXIT_CODES)
 def decrypt(
     inputs: Inputs = None,
     output: Output = None,
     key: Keys = None,
     discovery: Annotated[bool, typer.Option(
-        "--discovery", help="Let AWS KMS open any aws-kms data key (not available yet).")] = False,
+        "--discovery", help="Let AWS KMS open any aws-kms data key the AWS credentials may decrypt (instead of "
+                            "--key).")] = False,
+    discovery_partition: Annotated[str | None, typer.Option(
+        "--discovery-partition", metavar="P", show_default=False,
+        help="With --discovery-account: the accounts' AWS partition (default aws).")] = None,
+    discovery_account: Annotated[list[str] | None, typer.Option(
+        "--discovery-account", metavar="ID", show_default=False,
+        help="Limit --discovery to KMS keys of this AWS account (repeatable).")] = None,
     context: Annotated[list[str] | None, typer.Option(
         "--context", "-c", metavar="KEY=VALUE", show_default=False,
         help="A required pair: the message's encryption context must hold KEY with this VALUE "
@@ -301,6 +371,10 @@ def decrypt(
     metadata_output: Metadata = None,
     progress: ShowProgress = None,
     workers: Workers = None,
+    region: Region = None,
+    grant_token: GrantTokens = None,
+    cache_max_age: CacheMaxAge = None,
+    cache_capacity: CacheCapacity = None,
 ) -> int:
     """Decrypt ESDK messages (from envelope, the ESDK or its CLI).
 
@@ -309,9 +383,13 @@ def decrypt(
     verifies.
     """
     _check_policy(commitment_policy)
-    settings = Settings("decrypt", KeyOptions(tuple(key or ()), discovery=discovery), context=_pairs(context),
+    keys = KeyOptions(tuple(key or ()), discovery=discovery, discovery_partition=discovery_partition,
+                      discovery_accounts=tuple(discovery_account or ()), region=region,
+                      grant_tokens=tuple(grant_token or ()))
+    settings = Settings("decrypt", keys, context=_pairs(context),
                         commitment_policy=commitment_policy, max_encrypted_data_keys=max_encrypted_data_keys,
-                        unsigned_only=unsigned_only, base64=decode, force=force)
+                        unsigned_only=unsigned_only, base64=decode, force=force,
+                        cache=_cache(cache_max_age, None, None, cache_capacity))
     return _run(settings, inputs, output, recursive=recursive, suffix=suffix, metadata_output=metadata_output,
                 progress=progress, workers=workers)
 

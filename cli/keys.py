@@ -1,17 +1,24 @@
-"""Key SPEC resolution, in one place: ``--key SPEC`` options (and later ``--discovery``) -> one keyring.
+"""Key SPEC resolution, in one place: ``--key SPEC`` options or ``--discovery`` -> one keyring.
 
     file:PATH      a key file (README "Key files"); a bare PATH that exists works too
-    kms:ID         an AWS KMS key (key ARN, key id, alias/NAME or alias ARN) -- added by the KMS issue
+    kms:ID         an AWS KMS key: key ARN, key id, alias/NAME or alias ARN (README "AWS KMS")
 
 Several ``--key`` options make a multi-keyring: the first generates (or, on decrypt, is tried first), the others
-wrap the data key too (or are tried in order). To add a scheme, add a resolver to ``_SCHEMES``; options that
-belong to a scheme (region, grant tokens, discovery filter) go into :class:`KeyOptions`, which is passed to
-every resolver and must stay picklable (``--workers`` rebuilds the keyring in each worker process).
+wrap the data key too (or are tried in order). Each ``kms:`` spec is one :class:`~envelope.KmsKeyring` (as the
+CLI mapping in ``envelope/keyrings/kms.py`` says), with ``--region`` for identifiers that are not ARNs and every
+``--grant-token``. ``--discovery`` is one :class:`~envelope.KmsDiscoveryKeyring`, filtered when
+``--discovery-account`` is given. To add a scheme, add a resolver to ``_SCHEMES``; options that belong to a
+scheme go into :class:`KeyOptions`, which is passed to every resolver and must stay picklable (``--workers``
+rebuilds the keyring in each worker process).
+
+Building a keyring never talks to AWS and never imports boto3: KMS clients are made on the first call, so a
+bad ``kms:`` spec is refused here (exit 2) and a local-key run never loads boto3.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -19,9 +26,13 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from envelope import Keyring
 
-__all__ = ["KeyOptions", "Purpose", "build_keyring"]
+__all__ = ["DEFAULT_PARTITION", "KeyOptions", "Purpose", "build_keyring"]
 
 Purpose = Literal["encrypt", "decrypt"]
+
+#: ``--discovery-partition`` when only ``--discovery-account`` is given.
+DEFAULT_PARTITION = "aws"
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,14 @@ class KeyOptions:
 
     specs: tuple[str, ...] = ()
     discovery: bool = False
+    discovery_partition: str | None = None
+    discovery_accounts: tuple[str, ...] = ()
+    region: str | None = None  # for kms: identifiers that are not ARNs, and the discovery clients
+    grant_tokens: tuple[str, ...] = ()
+
+    @property
+    def uses_kms(self) -> bool:
+        return self.discovery or any(spec.startswith("kms:") for spec in self.specs)
 
 
 def _file_keyring(path: str, options: KeyOptions, purpose: Purpose) -> Keyring:
@@ -42,8 +61,14 @@ def _file_keyring(path: str, options: KeyOptions, purpose: Purpose) -> Keyring:
 
 def _kms_keyring(key_id: str, options: KeyOptions, purpose: Purpose) -> Keyring:
     from envelope import UsageError
+    from envelope.keyrings.kms import KmsKeyring
 
-    raise UsageError(f"key spec 'kms:{key_id}': AWS KMS keys are not available yet in this version of envelope")
+    if not key_id:
+        raise UsageError("key spec 'kms:' needs a key: kms:ARN, kms:KEY-ID or kms:alias/NAME")
+    try:
+        return KmsKeyring(key_id, region=options.region, grant_tokens=options.grant_tokens)
+    except UsageError as exc:
+        raise UsageError(f"key spec 'kms:{key_id}': {exc}") from None
 
 
 _SCHEMES: dict[str, Callable[[str, KeyOptions, Purpose], Keyring]] = {
@@ -71,14 +96,51 @@ def resolve_spec(spec: str, options: KeyOptions, purpose: Purpose) -> Keyring:
                        "file)")
 
 
+def _discovery_keyring(options: KeyOptions, purpose: Purpose) -> Keyring:
+    from envelope import UsageError
+    from envelope.keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring
+
+    if purpose != "decrypt":
+        raise UsageError("--discovery only decrypts: name the KMS keys to encrypt with (--key kms:ID)")
+    if options.specs:
+        raise UsageError("--discovery and --key exclude each other: give one or the other")
+    bad = [account for account in options.discovery_accounts if not _ACCOUNT_ID.fullmatch(account)]
+    if bad:
+        raise UsageError(f"--discovery-account {bad[0]!r}: an AWS account id is 12 digits")
+    if options.discovery_partition is not None and not options.discovery_accounts:
+        raise UsageError("--discovery-partition needs at least one --discovery-account (the filter is a partition "
+                         "and its accounts)")
+    discovery_filter = None
+    if options.discovery_accounts:
+        discovery_filter = DiscoveryFilter(options.discovery_partition or DEFAULT_PARTITION,
+                                           options.discovery_accounts)
+    return KmsDiscoveryKeyring(discovery_filter=discovery_filter, region=options.region,
+                               grant_tokens=options.grant_tokens)
+
+
+def _check_kms_options(options: KeyOptions) -> None:
+    """Refuse KMS settings that would be silently ignored."""
+    from envelope import UsageError
+
+    if not options.discovery and (options.discovery_accounts or options.discovery_partition is not None):
+        raise UsageError("--discovery-account and --discovery-partition filter --discovery; add --discovery")
+    if not options.uses_kms:
+        for given, name in ((options.region is not None, "--region"), (options.grant_tokens, "--grant-token")):
+            if given:
+                raise UsageError(f"{name} applies to AWS KMS keys (kms:ID or --discovery), and none is given")
+    if any(not token for token in options.grant_tokens):
+        raise UsageError("--grant-token needs a value")
+    if options.region is not None and not options.region.strip():
+        raise UsageError("--region needs a value such as us-east-1")
+
+
 def build_keyring(options: KeyOptions, purpose: Purpose) -> Keyring:
     """All ``--key`` options (or ``--discovery``) -> the keyring the library gets."""
     from envelope import MultiKeyring, UsageError
 
+    _check_kms_options(options)
     if options.discovery:
-        if options.specs:
-            raise UsageError("--discovery and --key exclude each other: give one or the other")
-        raise UsageError("--discovery (AWS KMS discovery) is not available yet in this version of envelope")
+        return _discovery_keyring(options, purpose)
     if not options.specs:
         raise UsageError("give at least one --key SPEC (file:PATH or kms:ID)"
                          + (" or --discovery" if purpose == "decrypt" else ""))

@@ -370,10 +370,26 @@ def test_wrong_key_names_the_keys_present(work: Path, other_key: Path, message: 
     assert "envelope/app (raw AES)" in line  # the EDK present: provider id / the raw AES key name
 
 
-def test_kms_and_discovery_are_not_available_yet(work: Path, key: Path, message: Path) -> None:
-    fails(2, "not available", "decrypt", message, "-k", "kms:alias/app", "-o", "n", folder=work)
-    fails(2, "not available", "encrypt", message, "-k", key, "-k", "kms:alias/app", "-o", "n", folder=work)
-    fails(2, "not available", "decrypt", message, "--discovery", "-o", "n", folder=work)
+def test_kms_and_cache_options_are_checked_before_any_work(work: Path, key: Path, message: Path) -> None:
+    # no AWS call is needed to refuse these (KMS itself is tested against moto in test_cli_kms.py)
+    fails(2, "exclude each other", "decrypt", message, "--discovery", "-k", key, "-o", "n", folder=work)
+    fails(2, "add --discovery", "decrypt", message, "-k", key, "--discovery-account", "1" * 12, "-o", "n",
+          folder=work)
+    fails(2, "12 digits", "decrypt", message, "--discovery", "--discovery-account", "12", "-o", "n", folder=work)
+    fails(2, "needs at least one --discovery-account", "decrypt", message, "--discovery",
+          "--discovery-partition", "aws", "-o", "n", folder=work)
+    fails(2, "--region applies to AWS KMS keys", "decrypt", message, "-k", key, "--region", "us-east-1",
+          "-o", "n", folder=work)
+    fails(2, "--grant-token applies to AWS KMS keys", "encrypt", message, "-k", key, "--grant-token", "t",
+          "-o", "n", folder=work)
+    fails(2, "kms:alias/", "encrypt", message, "-k", key, "-k", "kms:alias/", "-o", "n", folder=work)
+    fails(2, "needs a key", "encrypt", message, "-k", "kms:", "-o", "n", folder=work)
+    fails(2, "--cache-max-age", "encrypt", message, "-k", key, "--cache-max-messages", "5", "-o", "n",
+          folder=work)
+    fails(2, "more than 0 seconds", "encrypt", message, "-k", key, "--cache-max-age", "0", "-o", "n",
+          folder=work)
+    fails(2, "expected a number of seconds", "decrypt", message, "-k", key, "--cache-max-age", "soon", "-o", "n",
+          folder=work)
 
 
 def test_destination_exists(work: Path, key: Path, plain: Path, message: Path) -> None:

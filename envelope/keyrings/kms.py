@@ -594,7 +594,7 @@ class KmsKeyring(_KmsBase):
                 except KmsError as exc:
                     failures.append(exc)
         skipped = []
-        if not matched:
+        if not matched and not unresolvable:  # a key that could not be resolved may well have matched
             present = ", ".join(str(a) for _, a in candidates) or f"none from {PROVIDER_ID}"
             skipped.append(f"no encrypted data key was wrapped by a configured key (the message holds {present})")
         raise _failed(self, failures, skipped)
