@@ -7,10 +7,14 @@
     3  no key could open or make the data key (KeyringError, KmsError)
     4  an I/O error (missing input, unwritable output, disk full): OSError
     70 an unexpected error (a bug); 130 / 143 interrupted by SIGINT / SIGTERM
+    141 the output pipe was closed by its reader (``envelope decrypt ... | head``): no message, like a
+       process killed by SIGPIPE, after the usual clean-up
 
 Every failure prints exactly one line to stderr, starting ``envelope: error:``; set ``ENVELOPE_DEBUG=1`` for a
-traceback as well. This module imports nothing heavy: ``envelope.errors`` is looked up in ``sys.modules``,
-because an error from the library can only exist once the library has been imported.
+traceback as well. The line is cut to :data:`MAX_LINE` characters and shows control characters escaped: parts of
+it (EDK provider IDs) come from the message, which may be hostile. This module imports nothing heavy:
+``envelope.errors`` is looked up in ``sys.modules``, because an error from the library can only exist once the
+library has been imported.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ __all__ = ["DEBUG_ENV", "ExitCode", "Terminated", "classify", "print_error"]
 
 DEBUG_ENV = "ENVELOPE_DEBUG"
 PREFIX = "envelope: error: "
+MAX_LINE = 1000
+BROKEN_PIPE = "the output was closed before the end (broken pipe)"
 
 #: What ESDK messages look like in base64 (esdk-format.md section 9): v1 (01 80), v2 suites 0x0478 and 0x0578.
 BASE64_PREFIXES = (b"AY", b"AgR4", b"AgV4")
@@ -41,6 +47,7 @@ class ExitCode(enum.IntEnum):
     IO = 4
     INTERNAL = 70
     INTERRUPTED = 130
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer killed by SIGPIPE
 
 
 class Terminated(SystemExit):
@@ -68,7 +75,7 @@ def _library_code(exc: BaseException) -> ExitCode | None:
 
 def _os_message(exc: OSError) -> str:
     if exc.errno == errno.EPIPE:
-        return "the output was closed before the end (broken pipe)"
+        return BROKEN_PIPE
     reason = exc.strerror or str(exc)
     action = getattr(exc, "action", None)
     if exc.filename is not None:
@@ -105,7 +112,8 @@ def classify(exc: BaseException, *, head: bytes | None = None, decoding: bool = 
     elif isinstance(exc, KeyboardInterrupt):
         code, message = ExitCode.INTERRUPTED, "interrupted; temporary files were removed"
     elif isinstance(exc, OSError):
-        code, message = ExitCode.IO, _os_message(exc)
+        code = ExitCode.BROKEN_PIPE if exc.errno == errno.EPIPE else ExitCode.IO
+        message = _os_message(exc)
     else:
         usage = _typer_usage(exc)
         if usage is not None:
@@ -113,7 +121,17 @@ def classify(exc: BaseException, *, head: bytes | None = None, decoding: bool = 
         else:
             code = ExitCode.INTERNAL
             message = f"unexpected {type(exc).__name__}; run with {DEBUG_ENV}=1 for a traceback"
-    return code, " ".join(message.splitlines())
+    return code, _one_line(message)
+
+
+def _one_line(message: str) -> str:
+    """Join lines, escape control characters (a terminal must not interpret bytes from a message), cut."""
+    text = " ".join(message.splitlines())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    if len(text) > MAX_LINE:
+        text = f"{text[:MAX_LINE]}... ({len(text) - MAX_LINE} more characters)"
+    return text
 
 
 def _typer_usage(exc: BaseException) -> str | None:
@@ -132,7 +150,15 @@ def debug() -> bool:
 
 
 def print_error(message: str) -> None:
-    """Write one ``envelope: error:`` line to stderr (and a traceback when ENVELOPE_DEBUG is set)."""
+    """Write one ``envelope: error:`` line to stderr (and a traceback when ENVELOPE_DEBUG is set).
+
+    A broken output pipe prints nothing (exit 141): the reader went away on purpose (``| head``), as for any
+    tool killed by SIGPIPE. Standard output is pointed at /dev/null if it still holds data that cannot be
+    written, so that the interpreter's exit does not complain about it either."""
+    if message.endswith(BROKEN_PIPE):
+        _quiet_stdout()
+        if not debug():
+            return
     if debug() and sys.exc_info()[0] is not None:
         import traceback
 
@@ -142,3 +168,18 @@ def print_error(message: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr closed: nothing left to tell
         pass
+
+
+def _quiet_stdout() -> None:
+    stream = sys.stdout
+    if stream is None:
+        return
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass

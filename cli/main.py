@@ -7,16 +7,70 @@ commands that need them.
 
 from __future__ import annotations
 
+import io
 import sys
 
 __all__ = ["run"]
 
 
+class _ClosedStream(io.BufferedIOBase):
+    """Stands in for a standard stream that was closed when envelope started (``<&-``, ``>&-``): Python then
+    sets ``sys.stdin`` (or stdout, stderr) to None. Reading or writing it fails like a closed descriptor would,
+    so the CLI reports an I/O error (exit 4) instead of crashing on None."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def _closed(self, *args: object) -> bytes:
+        import errno
+
+        raise OSError(errno.EBADF, f"standard {self._what} is closed")
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    fileno = read = read1 = readinto = write = _closed  # type: ignore[assignment]
+
+    def flush(self) -> None:
+        pass
+
+
+def _stand_in_for_closed_streams() -> None:
+    names = [name for name in ("stdin", "stdout", "stderr") if getattr(sys, name) is None]
+    if not names:
+        return
+    import os
+
+    while True:  # keep descriptors 0-2 taken, so that no file we open lands on one of them
+        fd = os.open(os.devnull, os.O_RDWR)
+        if fd > 2:
+            os.close(fd)
+            break
+    for name in names:
+        what = "input" if name == "stdin" else "output" if name == "stdout" else "error"
+        setattr(sys, name, io.TextIOWrapper(_ClosedStream(what), encoding="utf-8", write_through=True))
+
+
 def run() -> None:
+    _stand_in_for_closed_streams()
     if sys.argv[1:] == ["--version"]:
         from . import version
 
-        sys.stdout.write(f"envelope {version()}\n")
+        try:
+            sys.stdout.write(f"envelope {version()}\n")
+            sys.stdout.flush()
+        except OSError as exc:  # stdout closed, or a pipe whose reader is gone
+            from .errors import classify, print_error
+
+            code, message = classify(exc)
+            print_error(message)
+            sys.exit(code)
         return
     from . import signals
 

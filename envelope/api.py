@@ -250,6 +250,9 @@ def read_header(
                                   "(raise max_header_length to read it)") from None
             want = min(max(exc.needed, 2 * len(buf)), max_header_length)
             continue
+        if used > max_header_length:  # it fitted in the first read, which does not stop at a small limit
+            raise PolicyError(f"the header is {used} bytes, longer than the limit of {max_header_length} bytes "
+                              "(raise max_header_length to read it)")
         src.unread(memoryview(buf)[used:])
         return header, auth, src
 

@@ -26,6 +26,9 @@ __all__ = [
     "MaterialsManager",
 ]
 
+#: "no key could open the data key" names at most this many of the message's EDKs (a message may hold 256).
+LISTED_EDKS = 10
+
 
 @dataclass(frozen=True)
 class EncryptionRequest:
@@ -120,7 +123,9 @@ def check_signing_context(suite: AlgorithmSuite, context: Mapping[str, str]) -> 
 
 def no_key_error(exc: KeyringError, edks: Sequence[EncryptedDataKey]) -> KeyringError:
     """A keyring failure restated with the encrypted data keys the message holds (same class, same KMS key)."""
-    present = ", ".join(describe_edk(e) for e in edks)
+    present = ", ".join(describe_edk(e) for e in edks[:LISTED_EDKS])
+    if len(edks) > LISTED_EDKS:
+        present += f" and {len(edks) - LISTED_EDKS} more"
     message = f"no key could open the data key; the message holds {present}"
     attempts = exc.attempts or [str(exc)]
     if isinstance(exc, KmsError):

@@ -27,15 +27,27 @@ class Keyring(Protocol):
                ) -> bytes: ...
 
 
+#: Characters of a provider ID or info that error messages show: a hostile message may carry 65,535-byte
+#: fields (the header limit bounds the total, not one line of an error message).
+SHOWN = 200
+
+
+def _shown(text: str) -> str:
+    if not text.isprintable():  # never pass terminal control sequences from a message through to an error
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text)} characters)"
+
+
 def describe_edk(edk: EncryptedDataKey) -> str:
     """``provider-id/provider-info`` for error messages: the info as text when it is printable UTF-8, a raw
-    AES key's name (section 7.2: name, UInt32 tag bits 128, UInt32 IV length 12, IV), else hex."""
+    AES key's name (section 7.2: name, UInt32 tag bits 128, UInt32 IV length 12, IV), else hex. Each part is
+    cut to :data:`SHOWN` characters."""
     info = edk.provider_info
     if len(info) > 20 and info[-20:-12] == b"\x00\x00\x00\x80\x00\x00\x00\x0c":
         name = printable_info(info[:-20])
         if name != info[:-20].hex():
-            return f"{edk.provider_id}/{name} (raw AES)"
-    return f"{edk.provider_id}/{printable_info(info)}"
+            return f"{_shown(edk.provider_id)}/{_shown(name)} (raw AES)"
+    return f"{_shown(edk.provider_id)}/{_shown(printable_info(info))}"
 
 
 def printable_info(info: bytes) -> str:
