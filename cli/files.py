@@ -245,9 +245,28 @@ def _check_destinations(jobs: list[Job], force: bool) -> None:
 # inputs
 
 
+#: Pipe buffer we ask for on stdin and stdout (Linux F_SETPIPE_SZ; 1 MiB is the default pipe-max-size). With
+#: the default 64 KiB buffer every batch of the library costs dozens of reads and context switches: measured
+#: on 256 MiB, `cat f | envelope ... | cat` took 0.60 s with 64 KiB pipes and 0.52 s with 1 MiB pipes.
+PIPE_BUFFER = 1024 * 1024
+
+
+def grow_pipe(stream: BinaryIO) -> None:
+    """Ask for a larger pipe buffer when ``stream`` is a pipe; quietly keep the old size if refused."""
+    try:
+        import fcntl
+
+        fd = stream.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and hasattr(fcntl, "F_SETPIPE_SZ"):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BUFFER)
+    except (OSError, ValueError, AttributeError, ImportError):
+        pass
+
+
 def open_input(path: str) -> BinaryIO:
     """A buffered binary reader: stdin for '-', else the file (not yet metered)."""
     if path == STDIO:
+        grow_pipe(sys.stdin.buffer)
         return sys.stdin.buffer
     try:
         return open(path, "rb", buffering=BUFFER)
@@ -303,6 +322,7 @@ class Destination:
         if self.path == STDIO:
             stream = sys.stdout.buffer
             self._check_terminal(stream)
+            grow_pipe(stream)
             self.stream = stream
             return stream
         try:
