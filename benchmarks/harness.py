@@ -358,8 +358,8 @@ def _tool_cases(b: Bench, mode: str, size: int) -> list[Case]:
              child_runner("envelope", "decrypt", spec), f"envelope-lib-{mode}.ct", True,
              {"suite": "0x0478 (default)", "frame": default_frame})
 
-    # aws-encryption-sdk library: its default frame length, and envelope's (pipes: envelope's only)
-    frames = [default_frame] if pipe else list(dict.fromkeys([4096, default_frame]))
+    # aws-encryption-sdk library: its default frame length (what its users get: the targets) and envelope's
+    frames = list(dict.fromkeys([4096, default_frame]))
     for frame in frames:
         spec = {"key": str(key), "frame": frame, "suite": 0x0478}
         tag = frame_tag(frame)
