@@ -365,6 +365,10 @@ def decrypt(
         "--unsigned-only", help="Refuse signed messages before any output (so nothing unverified is "
                                 "ever written, even to a pipe).")] = False,
     max_encrypted_data_keys: MaxEdks = None,
+    max_frame_length: Annotated[int | None, typer.Option(
+        "--max-frame-length", metavar="BYTES", min=1, show_default=False,
+        help="Refuse frames (or a non-framed body) longer than BYTES, before reading them: each is held in "
+             "memory until its tag verifies (default 64 MiB).")] = None,
     recursive: Recursive = False,
     suffix: Suffix = None,
     force: Force = False,
@@ -388,7 +392,7 @@ def decrypt(
                       grant_tokens=tuple(grant_token or ()))
     settings = Settings("decrypt", keys, context=_pairs(context),
                         commitment_policy=commitment_policy, max_encrypted_data_keys=max_encrypted_data_keys,
-                        unsigned_only=unsigned_only, base64=decode, force=force,
+                        max_frame_length=max_frame_length, unsigned_only=unsigned_only, base64=decode, force=force,
                         cache=_cache(cache_max_age, None, None, cache_capacity))
     return _run(settings, inputs, output, recursive=recursive, suffix=suffix, metadata_output=metadata_output,
                 progress=progress, workers=workers)

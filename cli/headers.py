@@ -10,22 +10,16 @@ if TYPE_CHECKING:
 __all__ = ["header_json", "header_summary"]
 
 
-#: esdk-format.md section 7.2: raw-AES provider info is the key name, then UInt32 tag bits (128), UInt32 IV
-#: length (12) and the 12-byte IV.
-_RAW_AES_TAIL = bytes.fromhex("000000800000000c")
-
-
 def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
-    from envelope.keyrings.base import printable_info
+    from envelope.keyrings.base import printable_info, readable_key_name
 
     raw = edk.provider_info
     info = printable_info(raw)
     described: dict[str, Any] = {"provider_id": edk.provider_id, "provider_info": info,
                                  "provider_info_encoding": "hex" if raw and info == raw.hex() else "utf-8"}
-    if len(raw) > 20 and raw[-20:-12] == _RAW_AES_TAIL:  # a raw-AES EDK: show the key name too
-        name = printable_info(raw[:-20])
-        if name != raw[:-20].hex():
-            described["key_name"] = name
+    name = readable_key_name(raw)
+    if name is not None:  # a raw-AES EDK: show the key name too
+        described["key_name"] = name
     return described
 
 

@@ -79,6 +79,7 @@ class Settings:
     frame_length: int | None = None
     commitment_policy: str | None = None
     max_encrypted_data_keys: int | None = None
+    max_frame_length: int | None = None  # decrypt: None is the library's default
     unsigned_only: bool = False
     base64: bool = False  # --encode / --decode
     force: bool = False
@@ -195,7 +196,8 @@ def _run_job(job: Job, settings: Settings, crypto: Crypto, threads: int | None,
                         commitment_policy=settings.commitment_policy, required_context=settings.context,
                         unsigned_only=settings.unsigned_only, threads=threads,
                         max_encrypted_data_keys=envelope.DEFAULT_MAX_ENCRYPTED_DATA_KEYS if max_edks is None
-                        else max_edks)
+                        else max_edks,
+                        max_frame_length=settings.max_frame_length or envelope.DEFAULT_MAX_FRAME_LENGTH)
         finally:
             if raw is not sys.stdin.buffer:
                 raw.close()

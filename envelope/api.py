@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -64,7 +64,7 @@ RESERVED_PREFIX = "aws-crypto-"
 
 @dataclass(frozen=True)
 class DecryptResult:
-    plaintext: bytes
+    plaintext: bytes = field(repr=False)
     header: Header
 
     @property
@@ -171,8 +171,8 @@ def encrypt_stream(
     materials = manager.get_encryption_materials(request)
     suite = materials.suite
     if max_encrypted_data_keys is not None and len(materials.encrypted_data_keys) > max_encrypted_data_keys:
-        raise PolicyError(f"{len(materials.encrypted_data_keys)} encrypted data keys exceed the limit of "
-                          f"{max_encrypted_data_keys}")
+        raise UsageError(f"the keys make {len(materials.encrypted_data_keys)} encrypted data keys, more than the "
+                         f"limit of {max_encrypted_data_keys}")
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, materials.data_key, message_id)
     header = Header(suite.message_version, suite, message_id, materials.context, materials.encrypted_data_keys,
@@ -300,7 +300,7 @@ def decrypt_stream(
         raise PolicyError(f"the message uses signed suite {suite.hex_id}, refused by the unsigned-only option")
     if header.framed and header.frame_length > max_frame_length:
         raise PolicyError(f"the frame length {header.frame_length} is above the limit of {max_frame_length} "
-                          "(raise max_frame_length to read it)")
+                          "(raise max_frame_length, or --max-frame-length, to read it)")
     _check_required(header.encryption_context, required_context)
     # section 4/5: the verification key must be present (signed) or absent (unsigned) and must decode, all
     # before any keyring is called

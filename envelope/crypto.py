@@ -44,6 +44,7 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
 }
 _CURVES: dict[str, type[ec.EllipticCurve]] = {"p256": ec.SECP256R1, "p384": ec.SECP384R1}
+_COORDINATE = {"p256": 32, "p384": 48}
 _ORDERS = {
     "p256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
     "p384": int(
@@ -144,6 +145,9 @@ class Verifier:
         self.suite = suite
         try:
             point = base64.b64decode(public_key_b64.encode("ascii"), validate=True)
+            # section 4: the SEC1 *compressed* point (02|03 || X), as every ESDK writes and requires
+            if len(point) != 1 + _COORDINATE[suite.curve] or point[0] not in (2, 3):
+                raise ValueError("not a compressed point")
             self.public_key = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[suite.curve](), point)
         except (ValueError, UnicodeEncodeError, binascii.Error):
             raise FormatError("encryption context", 0,
@@ -151,7 +155,7 @@ class Verifier:
         self._hash = _new_hash(suite)
         self.update = self._hash.update
 
-    def verify(self, signature: bytes) -> None:
+    def verify(self, signature: bytes | bytearray) -> None:
         assert self.suite.signature_hash is not None
         try:
             self.public_key.verify(signature, self._hash.digest(),

@@ -290,7 +290,7 @@ def parse_header(buf: bytes | bytearray | memoryview, *, max_encrypted_data_keys
         if msg_type != V1_TYPE:
             raise FormatError("type", 1, f"is 0x{msg_type:02x}, expected 0x80")
     elif version != 2:
-        hint = " (this looks like base64 text: try --decode)" if version == 0x41 else ""
+        hint = " (this looks like base64 text: decode it first)" if version == 0x41 else ""
         raise FormatError("version", 0, f"is 0x{version:02x}; an ESDK message starts with 0x01 or 0x02{hint}")
     suite_at = cur.pos
     suite_id = cur.u16("algorithm suite ID")

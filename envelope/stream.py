@@ -130,7 +130,7 @@ class Source:
         self._pending = memoryview(bytes(data) + bytes(self._pending))
         self.position -= len(data)
 
-    def read_exact(self, n: int, field: str) -> bytes:
+    def read_exact(self, n: int, field: str) -> bytearray:
         """Read exactly ``n`` bytes, growing the buffer only as data arrives (never trust a declared length)."""
         start = self.position
         out = bytearray()
@@ -141,7 +141,7 @@ class Source:
             out += memoryview(chunk)[:got]
             if got < want:
                 raise TruncatedError(field, start, start + n)
-        return bytes(out)
+        return out
 
     def at_eof(self) -> bool:
         probe = bytearray(1)
@@ -194,10 +194,10 @@ class _Pipeline:
     def _start(self) -> None:
         from concurrent.futures import ThreadPoolExecutor  # imported here: it costs start-up time (logging)
 
-        self.threaded = True
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="envelope-crypto")
         self.ordered: queue.Queue[tuple[Future[int], int] | None] = queue.Queue()
         self.writer = threading.Thread(target=self._write_loop, name="envelope-writer", daemon=True)
+        self.threaded = True  # only once both exist: close() relies on them
         self.writer.start()
 
     def _write_loop(self) -> None:
@@ -249,6 +249,9 @@ class _Pipeline:
                 self.ordered.put(None)
                 self.writer.join()
             self.pool.shutdown(wait=True, cancel_futures=True)
+        # the error's traceback refers to the frames that hold the buffers: drop it so a failed message's
+        # mappings are freed now, not at the next cycle collection
+        self.error = None
 
 
 class _Stopped(Exception):
@@ -256,8 +259,11 @@ class _Stopped(Exception):
 
 
 def _slot_count(frame_length: int, threads: int) -> tuple[int, int]:
-    """(frames per batch, buffer slots). Frames larger than a batch run serially in one slot."""
-    per_batch = max(1, BATCH_BYTES // frame_length)
+    """(frames per batch, buffer slots). Frames larger than a batch run serially in one slot.
+
+    A batch is sized by its wire bytes (each frame adds 32 bytes), so tiny frame lengths cannot blow the
+    buffers up: at frame length 1, sizing by plaintext would map 132 MiB per slot."""
+    per_batch = max(1, BATCH_BYTES // (frame_length + REGULAR_OVERHEAD))
     if frame_length > BATCH_BYTES:
         return per_batch, 1
     return per_batch, threads + 2 if threads else 1
@@ -429,6 +435,7 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
         pipeline.drain()
     finally:
         pipeline.close()
+    slots.clear()  # unmap the batch buffers before the final frame is read
 
     # the final frame
     start = src.position
@@ -478,7 +485,7 @@ def open_non_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, 
         raise FormatError("body content length", start + 12, f"is {length}, above the limit of 2^36 - 32")
     if length > max_length:
         raise PolicyError(f"the non-framed body is {length} bytes; the limit for one block is {max_length} "
-                          "(raise max_frame_length to read it)")
+                          "(raise max_frame_length, or --max-frame-length, to read it)")
     content = src.read_exact(length + TAG, "body content")
     if hasher is not None:
         hasher.update(head)

@@ -165,9 +165,41 @@ def test_garbage_is_a_format_error(data: bytes) -> None:
 # release rules (section 10)
 
 
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Batches of a few small frames, so small messages cross many batches and really use the threads.
+
+    Returns a list that grows by one each time a pipeline starts its threads."""
+    import envelope.stream
+
+    monkeypatch.setattr(envelope.stream, "BATCH_BYTES", 256)
+    started: list[int] = []
+    original = envelope.stream._Pipeline._start
+
+    def start(self: Any) -> None:
+        started.append(self.threads)
+        original(self)
+
+    monkeypatch.setattr(envelope.stream._Pipeline, "_start", start)
+    return started
+
+
+def test_threaded_pipeline_starts_and_agrees_with_inline(small_batches: list[int]) -> None:
+    plaintext = os.urandom(100 * 64 + 17)
+    src, out = io.BytesIO(plaintext), io.BytesIO()
+    envelope.encrypt_stream(src, out, keyring=KEYRING, frame_length=64, threads=2)
+    assert small_batches == [2]  # the seal pipeline ran on threads
+    message = out.getvalue()
+    inline, threaded = io.BytesIO(), io.BytesIO()
+    envelope.decrypt_stream(io.BytesIO(message), inline, keyring=KEYRING, threads=0)
+    envelope.decrypt_stream(io.BytesIO(message), threaded, keyring=KEYRING, threads=2)
+    assert small_batches == [2, 2]  # the open pipeline too (threads=0 never starts one)
+    assert inline.getvalue() == threaded.getvalue() == plaintext
+
+
 @pytest.mark.parametrize("threads", [0, 2])
 @pytest.mark.parametrize("suite_id", [0x0378, 0x0578])
-def test_bad_signature_releases_no_final_frame(suite_id: int, threads: int) -> None:
+def test_bad_signature_releases_no_final_frame(suite_id: int, threads: int, small_batches: list[int]) -> None:
     frame_length = 64
     plaintext = _frames(6, frame_length, tail=40)
     message = envelope.encrypt(plaintext, keyring=KEYRING, algorithm=suite_id, frame_length=frame_length,
@@ -184,6 +216,7 @@ def test_bad_signature_releases_no_final_frame(suite_id: int, threads: int) -> N
         assert plaintext.startswith(released)
         assert len(released) <= 6 * frame_length  # nothing of the final frame
         assert b"\xee" not in released
+    assert bool(small_batches) == bool(threads)
 
 
 def test_bad_signature_on_a_large_body_releases_no_final_frame() -> None:
@@ -201,7 +234,12 @@ def test_bad_signature_on_a_large_body_releases_no_final_frame() -> None:
 
 @pytest.mark.parametrize("threads", [0, 2])
 @pytest.mark.parametrize("frame_length,count", [(64, 12), (256 * 1024, 24)])
-def test_tampered_frame_releases_nothing_from_that_frame_on(frame_length: int, count: int, threads: int) -> None:
+def test_tampered_frame_releases_nothing_from_that_frame_on(frame_length: int, count: int, threads: int,
+                                                              small_batches: list[int],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import envelope.stream
+
+    monkeypatch.setattr(envelope.stream, "BATCH_BYTES", 4 * (frame_length + 32))  # 4 frames per batch
     plaintext = _frames(count, frame_length, tail=5)
     message = envelope.encrypt(plaintext, keyring=KEYRING, frame_length=frame_length)
     contents = [(s, e) for n, s, e in field_map(message) if n == "frame content"]
@@ -215,6 +253,7 @@ def test_tampered_frame_releases_nothing_from_that_frame_on(frame_length: int, c
         released = out.getvalue()
         assert plaintext.startswith(released)
         assert len(released) <= (k - 1) * frame_length, f"frame {k}: {len(released)} bytes released"
+    assert bool(small_batches) == bool(threads)  # the threaded variant really ran on threads
 
 
 def test_one_shot_decrypt_returns_nothing_for_a_bad_message() -> None:
@@ -379,7 +418,7 @@ def test_edk_limit_on_decrypt_and_encrypt() -> None:
         envelope.decrypt(message, keyring=keyring, max_encrypted_data_keys=3)
     assert keyring.calls == []
     assert envelope.decrypt(message, keyring=keyring, max_encrypted_data_keys=4).plaintext == b"x"
-    with pytest.raises(PolicyError):
+    with pytest.raises(envelope.UsageError, match="more than the limit of 3"):  # the caller's keys: a usage error
         envelope.encrypt(b"x", keyring=multi, max_encrypted_data_keys=3)
 
 

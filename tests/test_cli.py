@@ -431,8 +431,16 @@ def test_policy_refusals(work: Path, key: Path, other_key: Path, plain: Path) ->
     fails(1, "unsigned-only", "decrypt", "signed.enc", "-k", key, "--unsigned-only", "-o", "n", folder=work)
     ok("encrypt", plain, "-o", "two.enc", "-k", key, "-k", other_key)
     fails(1, "limit", "decrypt", "two.enc", "-k", key, "--max-encrypted-data-keys", "1", "-o", "n", folder=work)
-    fails(1, "limit", "encrypt", plain, "-k", key, "-k", other_key, "--max-encrypted-data-keys", "1", "-o", "n",
+    fails(2, "limit", "encrypt", plain, "-k", key, "-k", other_key, "--max-encrypted-data-keys", "1", "-o", "n",
           folder=work)
+
+
+def test_max_frame_length_bounds_what_decrypt_holds_in_memory(work: Path, key: Path, plain: Path) -> None:
+    ok("encrypt", plain, "-o", "big.enc", "-k", key, "--frame-size", "4096")
+    fails(1, "--max-frame-length", "decrypt", "big.enc", "-k", key, "--max-frame-length", "4095", "-o", "n",
+          folder=work)
+    ok("decrypt", "big.enc", "-k", key, "--max-frame-length", "4096", "-o", "back")
+    assert (work / "back").read_bytes() == plain.read_bytes()
 
 
 def test_unexpected_errors_print_one_line_and_hide_details(work: Path, key: Path, plain: Path,

@@ -50,8 +50,10 @@ def test_every_option_is_in_help_and_readme(name: str) -> None:
     text = help_text(name)
     assert f"### `envelope {name}`" in reference
     assert "Example" in text  # a short example in every command's help
-    missing_help = [opt for opt in options(name) if opt not in text]
-    missing_readme = [opt for opt in options(name) if not re.search(rf"`[^`]*{re.escape(opt)}\b", reference)]
+    # whole option names only: "-o" must not be found inside "--output"
+    missing_help = [opt for opt in options(name) if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text)]
+    missing_readme = [opt for opt in options(name)
+                      if not re.search(rf"`[^`]*(?<![\w-]){re.escape(opt)}(?![\w-])", reference)]
     assert missing_help == [] and missing_readme == []
 
 

@@ -245,7 +245,9 @@ def test_sigterm_stops_the_workers_and_keeps_finished_files(tmp_path: Path, key:
     process = subprocess.Popen([*CLI, "encrypt", *map(str, inputs), str(fifo), "-o", str(out), "-k", str(key),
                                 "--workers", "2"], stderr=subprocess.PIPE, cwd=ROOT)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(list(out.glob("f*.encrypted"))) < len(inputs):
+    while len(list(out.glob("f*.encrypted"))) < len(inputs):
+        if time.monotonic() > deadline:
+            pytest.fail("the workers did not finish the regular files within 30 s")
         time.sleep(0.02)
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.testing
 from typer.testing import CliRunner
 
 import cli.files
@@ -40,10 +39,7 @@ OLD = b"the previous version"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_click_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    command = typer.main.get_command(app)  # build the click command once (see test_hardening_cli.py)
-    monkeypatch.setattr(typer.testing, "_get_command", lambda _: command)
+pytestmark = pytest.mark.usefixtures("fast_cli")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer.testing
 from helpers import field_map
 from typer.testing import CliRunner
 
@@ -31,12 +30,7 @@ from fuzz import vectors
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_click_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """typer rebuilds the click command from the annotations on every CliRunner.invoke (about 45 ms here);
-    build it once: the same app, the same error boundary (cli.app._Group), only faster."""
-    command = typer.main.get_command(app)
-    monkeypatch.setattr(typer.testing, "_get_command", lambda _: command)
+pytestmark = pytest.mark.usefixtures("fast_cli")
 CLI = [sys.executable, "-m", "cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["0x0478", "0x0578", "0x0178"]

@@ -17,7 +17,6 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-import typer.testing
 from typer.testing import CliRunner
 
 import envelope
@@ -82,12 +81,6 @@ def test_limits_are_keyword_arguments(name: str, limit: dict[str, int], error: t
         envelope.decrypt_stream(case.make(), io.BytesIO(), keyring=KEYRING, **limit)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def fast_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    command = typer.main.get_command(app)  # build the click command once (see test_hardening_cli.py)
-    monkeypatch.setattr(typer.testing, "_get_command", lambda _: command)
-
-
 @pytest.mark.parametrize("name, code, words", [
     ("edk-count-65535", 1, "65535 encrypted data keys"),
     ("edk-fields-65535-x256", 1, "header is longer than the limit of 1048576 bytes"),
@@ -129,3 +122,27 @@ def test_a_small_header_limit_holds_even_when_the_header_fits_in_the_first_read(
     with pytest.raises(envelope.PolicyError, match=f"the header is {size} bytes, longer than the limit"):
         envelope.decrypt(message, keyring=KEYRING, max_header_length=size - 1)
     assert envelope.decrypt(message, keyring=KEYRING, max_header_length=size).plaintext == b"x"
+
+
+@pytest.mark.parametrize("frame_length", [1, 8, 100, 4096, 1 << 20, 4 << 20, 64 << 20])
+def test_batch_buffers_stay_bounded_for_any_frame_length(frame_length: int) -> None:
+    """A batch is sized by wire bytes: tiny frames (32 bytes of overhead each) must not multiply the buffers
+    (sizing by plaintext once mapped 132 MiB per slot at frame length 1)."""
+    from envelope import stream
+
+    per_batch, slots = stream._slot_count(frame_length, threads=1)
+    slot_bytes = per_batch * (frame_length + stream.REGULAR_OVERHEAD)
+    assert slot_bytes <= max(stream.BATCH_BYTES, frame_length + stream.REGULAR_OVERHEAD)
+    if frame_length > stream.BATCH_BYTES:
+        assert (per_batch, slots) == (1, 1)  # one frame at a time, no pipeline copies
+
+
+def test_frame_length_one_round_trips() -> None:
+    import os
+
+    keyring = envelope.RawAesKeyring("hostile", "tiny", bytes(32))
+    plaintext = os.urandom(3000)
+    message = envelope.encrypt(plaintext, keyring=keyring, frame_length=1)
+    out = io.BytesIO()
+    envelope.decrypt_stream(io.BytesIO(message), out, keyring=keyring, threads=1)
+    assert out.getvalue() == plaintext

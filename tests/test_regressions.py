@@ -14,7 +14,6 @@ import stat
 from pathlib import Path
 
 import pytest
-import typer.testing
 from helpers import esdk_aes_key, esdk_decrypt
 from typer.testing import CliRunner
 
@@ -30,12 +29,7 @@ BY_NAME = {v.name: v for v in VECTORS}
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_click_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """typer rebuilds the click command from the annotations on every CliRunner.invoke (about 45 ms here);
-    build it once: the same app, the same error boundary (cli.app._Group), only faster."""
-    command = typer.main.get_command(app)
-    monkeypatch.setattr(typer.testing, "_get_command", lambda _: command)
+pytestmark = pytest.mark.usefixtures("fast_cli")
 
 
 def test_the_folder_holds_the_seed_set() -> None:

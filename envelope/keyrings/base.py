@@ -38,16 +38,33 @@ def _shown(text: str) -> str:
     return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text)} characters)"
 
 
+#: Section 7.2: raw-AES provider info is the key name, UInt32 tag bits (128), UInt32 IV length (12), the IV.
+RAW_AES_INFO_TAIL = b"\x00\x00\x00\x80\x00\x00\x00\x0c"
+
+
+def raw_aes_key_name(info: bytes) -> bytes | None:
+    """The key name of raw-AES provider info (parsed from the end: the name has no length prefix), else None."""
+    if len(info) >= 20 and info[-20:-12] == RAW_AES_INFO_TAIL:
+        return info[:-20]
+    return None
+
+
+def readable_key_name(info: bytes) -> str | None:
+    """A raw-AES key name as text, when the info is raw-AES info and the name is printable UTF-8."""
+    name = raw_aes_key_name(info)
+    if not name:
+        return None
+    text = printable_info(name)
+    return None if text == name.hex() else text
+
+
 def describe_edk(edk: EncryptedDataKey) -> str:
-    """``provider-id/provider-info`` for error messages: the info as text when it is printable UTF-8, a raw
-    AES key's name (section 7.2: name, UInt32 tag bits 128, UInt32 IV length 12, IV), else hex. Each part is
-    cut to :data:`SHOWN` characters."""
-    info = edk.provider_info
-    if len(info) > 20 and info[-20:-12] == b"\x00\x00\x00\x80\x00\x00\x00\x0c":
-        name = printable_info(info[:-20])
-        if name != info[:-20].hex():
-            return f"{_shown(edk.provider_id)}/{_shown(name)} (raw AES)"
-    return f"{_shown(edk.provider_id)}/{_shown(printable_info(info))}"
+    """``provider-id/provider-info`` for error messages: a raw AES key's name, else the info as text when it
+    is printable UTF-8, else hex. Each part is cut to :data:`SHOWN` characters."""
+    name = readable_key_name(edk.provider_info)
+    if name is not None:
+        return f"{_shown(edk.provider_id)}/{_shown(name)} (raw AES)"
+    return f"{_shown(edk.provider_id)}/{_shown(printable_info(edk.provider_info))}"
 
 
 def printable_info(info: bytes) -> str:

@@ -150,9 +150,11 @@ def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: 
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        _write_fully(fd, data)
-        os.fsync(fd)
-        os.close(fd)
+        try:
+            _write_fully(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -12,11 +11,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ..errors import KeyringError, UsageError
 from ..format import EncryptedDataKey, serialize_context
 from ..suites import AlgorithmSuite
-from .base import describe_edk
+from .base import RAW_AES_INFO_TAIL, describe_edk, raw_aes_key_name
 
 __all__ = ["RawAesKeyring"]
 
-_TAG_BITS_IV_LEN = struct.pack(">II", 128, 12)
 
 
 def check_namespace(namespace: str, name: str) -> None:
@@ -51,7 +49,7 @@ class RawAesKeyring:
             data_key = os.urandom(suite.key_length)
         iv = os.urandom(12)
         ciphertext = self._aead.encrypt(iv, data_key, serialize_context(context))
-        info = self._name_bytes + _TAG_BITS_IV_LEN + iv
+        info = self._name_bytes + RAW_AES_INFO_TAIL + iv  # section 7.2
         return data_key, [EncryptedDataKey(self.namespace, info, ciphertext)]
 
     def unwrap(self, suite: AlgorithmSuite, context: Mapping[str, str], edks: Sequence[EncryptedDataKey]
@@ -60,9 +58,7 @@ class RawAesKeyring:
         aad: bytes | None = None
         for edk in edks:
             info = edk.provider_info
-            # provider info = key name || UInt32 tag bits || UInt32 IV length || IV: parse from the end
-            if (edk.provider_id != self.namespace or len(info) < 20 or info[:-20] != self._name_bytes
-                    or info[-20:-12] != _TAG_BITS_IV_LEN):
+            if edk.provider_id != self.namespace or raw_aes_key_name(info) != self._name_bytes:
                 continue
             if len(edk.ciphertext) != suite.key_length + 16:
                 attempts.append(f"{describe_edk(edk)}: wrapped key has the wrong length")
