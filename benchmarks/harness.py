@@ -412,6 +412,10 @@ def group_limits(b: Bench) -> None:
             cases.append(Case(f"limits/bare-memory{suffix}/{op}", f"bare AES-GCM {op}, in memory, "
                               f"{frame_tag(f)} frames", "MB/s", size,
                               lambda spec=spec: tools.run_child("bare-memory", spec, b.ws), params=spec))
+            if f == frame:  # envelope's engine on the same in-memory data (like for like with the bare loop)
+                cases.append(Case(f"limits/envelope-memory/{op}", f"envelope library {op}, in memory, "
+                                  f"{frame_tag(f)} frames", "MB/s", size,
+                                  lambda spec=spec: tools.run_child("envelope-memory", spec, b.ws), params=spec))
     ct = b.prepare("bare-loop ciphertext", lambda p: tools.run_child(
         "bare-file", {"op": "encrypt", "frame": frame, "aes_key": aes_key, "input": str(plain),
                       "output": str(p)}, b.ws), "bare.ct")

@@ -178,16 +178,16 @@ def encrypt_stream(
     header = Header(suite.message_version, suite, message_id, materials.context, materials.encrypted_data_keys,
                     CONTENT_FRAMED, frame_length, commitment)
     body = serialize_header_body(header)
-    header = Header(header.version, suite, message_id, dict(materials.context), header.encrypted_data_keys,
-                    CONTENT_FRAMED, frame_length, commitment, body)
-    tag = crypto.header_tag(key, crypto.ZERO_IV, body)
+    object.__setattr__(header, "raw", body)  # the frozen header carries the bytes it was written as
+    aead = AESGCM(key)
+    tag = crypto.header_tag(aead, crypto.ZERO_IV, body)
     head = body + (crypto.ZERO_IV if suite.message_version == 1 else b"") + tag
     signer = crypto.Signer(suite, materials.signing_key) if suite.signed else None
     write_all(destination.write, head)
     if signer is not None:
         signer.update(head)
-    read, written = seal_framed(src, destination.write, AESGCM(key), message_id, frame_length,
-                                hasher=signer, threads=nthreads)
+    read, written = seal_framed(src, destination.write, aead, message_id, frame_length,
+                                hasher=signer, threads=nthreads, length_hint=plaintext_length)
     written += len(head)
     if signer is not None:
         signature = signer.finalize()
@@ -311,7 +311,8 @@ def decrypt_stream(
     key, commitment = crypto.derive_key(suite, materials.data_key, header.message_id)
     if suite.committing:
         crypto.check_commitment(commitment, header.commitment)
-    crypto.verify_header_tag(key, auth.iv, header.raw, auth.tag)
+    aead = AESGCM(key)
+    crypto.verify_header_tag(aead, auth.iv, header.raw, auth.tag)
     if verifier is not None:
         verifier.update(header.raw)
         verifier.update(auth.iv + auth.tag if header.version == 1 else auth.tag)
@@ -323,7 +324,6 @@ def decrypt_stream(
         if not src.at_eof():
             raise FormatError("end of message", src.position, "trailing bytes after the message")
 
-    aead = AESGCM(key)
     if header.framed:
         written = open_framed(src, destination.write, aead, header.message_id, header.frame_length,
                               finish=finish, hasher=verifier, threads=nthreads)

@@ -298,17 +298,19 @@ def _seal_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryv
 
 
 def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, frame_length: int, *,
-                hasher: Hasher | None = None, threads: int = 0) -> tuple[int, int]:
+                hasher: Hasher | None = None, threads: int = 0, length_hint: int | None = None) -> tuple[int, int]:
     """Read plaintext from ``src`` until it ends and write the framed body.
 
     Every full frame is a regular frame; what is left, possibly nothing, is the final frame (the layout the
-    ESDK for Python writes). Returns (plaintext bytes, body bytes written).
+    ESDK for Python writes). ``length_hint`` (the expected plaintext length, if known) only sizes the first
+    read. Returns (plaintext bytes, body bytes written).
     """
     _check_frame_length(frame_length)
     f = frame_length
     # Small inputs (the data-key cache's many small messages) are sealed from one small read, without mapping
     # batch buffers or starting threads.
-    probe = bytearray(min(SMALL_INPUT, f) + 1)
+    probe_size = min(SMALL_INPUT, f) if length_hint is None else min(SMALL_INPUT, f, length_hint)
+    probe = bytearray(probe_size + 1)
     n = src.readinto(probe)
     if n < len(probe):
         out = bytearray(n + REGULAR_OVERHEAD + FINAL_OVERHEAD)

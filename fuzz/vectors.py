@@ -202,8 +202,9 @@ def assemble(suite_id: int, chunks: Sequence[bytes], *, context: Mapping[str, st
         at = body.index(aad)
         body = body[:at] + aad[:2] + b"".join(reversed(entries)) + body[at + len(aad):]
     iv = header_iv if suite.message_version == 1 else bytes(12)
-    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(key, iv, body))
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(AESGCM(key), iv, body))
 
     aead = AESGCM(key)
     if non_framed:

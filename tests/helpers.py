@@ -300,7 +300,7 @@ def build_message(suite: AlgorithmSuite, data_key: bytes, chunks: Sequence[bytes
         at = body.index(aad)
         body = body[:at] + aad[:2] + b"".join(reversed(entries)) + body[at + len(aad):]
     iv = header_iv if suite.message_version == 1 else bytes(12)
-    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(key, iv, body))
+    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(AESGCM(key), iv, body))
     aead = AESGCM(key)
     iv_for = iv_for or (lambda seq: bytes(8) + seq.to_bytes(4, "big"))
     if non_framed:
