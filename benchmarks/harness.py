@@ -413,7 +413,7 @@ def group_limits(b: Bench) -> None:
                               f"{frame_tag(f)} frames", "MB/s", size,
                               lambda spec=spec: tools.run_child("bare-memory", spec, b.ws), params=spec))
             if f == frame:  # envelope's engine on the same in-memory data (like for like with the bare loop)
-                cases.append(Case(f"limits/envelope-memory/{op}", f"envelope library {op}, in memory, "
+                cases.append(Case(f"limits/envelope-memory/{op}", f"envelope.{op}() one-shot, in memory, "
                                   f"{frame_tag(f)} frames", "MB/s", size,
                                   lambda spec=spec: tools.run_child("envelope-memory", spec, b.ws), params=spec))
     ct = b.prepare("bare-loop ciphertext", lambda p: tools.run_child(

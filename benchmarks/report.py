@@ -58,7 +58,7 @@ def ratio_specs(default_frame: int) -> list[RatioSpec]:
             # words it) and against envelope in memory (the same work, like for like)
             RatioSpec(f"file {op}: envelope library / bare AES-GCM loop in memory", f"files/envelope-lib/{op}",
                       f"limits/bare-memory/{op}", (">=", 0.6), "#2"),
-            RatioSpec(f"memory {op}: envelope library in memory / bare AES-GCM loop in memory",
+            RatioSpec(f"memory {op}: envelope.{op}() one-shot / bare AES-GCM loop in memory",
                       f"limits/envelope-memory/{op}", f"limits/bare-memory/{op}", (">=", 0.6), "#2"),
             RatioSpec(f"file {op}: envelope library / bare AES-GCM loop file-to-file", f"files/envelope-lib/{op}",
                       f"limits/bare-file/{op}", (">=", 0.6), "#2"),

@@ -499,3 +499,106 @@ def open_non_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, 
     finish()
     write_all(write, plaintext)
     return len(plaintext)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# whole messages in memory (the one-shot API): no copies, frames split across cores
+
+
+def _in_parallel(jobs: list[tuple[Callable[..., int], tuple[Any, ...]]], workers: int) -> None:
+    """Run ``fn(*args)`` for every job; re-raise the first failure in job order (so the lowest frame)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for fn, args in jobs:
+            fn(*args)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(jobs)), thread_name_prefix="envelope-crypto") as pool:
+        futures = [pool.submit(fn, *args) for fn, args in jobs]
+        for future in futures:  # in order: the first error raised is the one of the earliest frames
+            future.result()
+
+
+def sealed_length(plaintext_length: int, frame_length: int) -> int:
+    """Bytes of the framed body :func:`seal_framed` / :func:`seal_buffer` write for this much plaintext."""
+    full = plaintext_length // frame_length
+    return full * (frame_length + REGULAR_OVERHEAD) + (plaintext_length - full * frame_length) + FINAL_OVERHEAD
+
+
+def seal_buffer(aead: AESGCM, message_id: bytes, frame_length: int, data: memoryview, out: memoryview, *,
+                workers: int = 1) -> int:
+    """Seal all of ``data`` straight into ``out`` (``sealed_length`` bytes): the same frames as
+    :func:`seal_framed`, without reading through buffers; runs of frames go to ``workers`` threads."""
+    _check_frame_length(frame_length)
+    f = frame_length
+    full = len(data) // f
+    if full + 1 > FINAL_FRAME_MARKER:
+        raise UsageError(f"the plaintext needs more than 2^32 - 1 frames of {f} bytes; use a larger frame length")
+    per = max(1, BATCH_BYTES // (f + REGULAR_OVERHEAD))
+    jobs: list[tuple[Callable[..., int], tuple[Any, ...]]] = []
+    for start in range(0, full, per):
+        count = min(per, full - start)
+        last = start + count == full
+        src = data[start * f:] if last else data[start * f:(start + count) * f]
+        jobs.append((_seal_batch, (aead, message_id, f, src, out[start * (f + REGULAR_OVERHEAD):], start + 1, last)))
+    if not jobs:  # less than one frame: only the final frame
+        jobs.append((_seal_batch, (aead, message_id, f, data, out, 1, True)))
+    _in_parallel(jobs, workers)
+    return sealed_length(len(data), f)
+
+
+def scan_framed(data: memoryview, frame_length: int) -> tuple[int, int, int] | None:
+    """Walk a framed body held in memory: (regular frames, final frame content length, body length).
+
+    Returns None at anything irregular (a wrong sequence number, a final frame too long, input that ends
+    early): the caller then runs the streaming reader, which reports the exact field and offset.
+    """
+    f = frame_length
+    r = f + REGULAR_OVERHEAD
+    n = len(data)
+    count = 0
+    while True:
+        at = count * r
+        if at + 4 > n:
+            return None
+        seq = _SEQ.unpack_from(data, at)[0]
+        if seq == FINAL_FRAME_MARKER:
+            break
+        if seq != count + 1 or at + r > n:
+            return None
+        count += 1
+    if at + 24 > n:
+        return None
+    seq, length = _SEQ.unpack_from(data, at + 4)[0], _SEQ.unpack_from(data, at + 20)[0]
+    end = at + 24 + length + TAG
+    if seq != count + 1 or length > f or end > n:
+        return None
+    return count, length, end
+
+
+def open_buffer(aead: AESGCM, message_id: bytes, frame_length: int, data: memoryview, layout: tuple[int, int, int],
+                out: memoryview, *, workers: int = 1) -> int:
+    """Open every frame of a body that :func:`scan_framed` accepted, straight into ``out``.
+
+    Raises :class:`AuthenticationError` naming the earliest frame whose tag fails. Returns plaintext bytes.
+    """
+    f = frame_length
+    r = f + REGULAR_OVERHEAD
+    count, length, _ = layout
+    per = max(1, BATCH_BYTES // r)
+    jobs: list[tuple[Callable[..., int], tuple[Any, ...]]] = [
+        (_open_batch, (aead, message_id, f, data[start * r:(start + min(per, count - start)) * r],
+                       out[start * f:], start + 1, min(per, count - start)))
+        for start in range(0, count, per)]
+    jobs.append((_open_final, (aead, message_id, data[count * r:count * r + 24 + length + TAG],
+                               out[count * f:count * f + length], count + 1, length)))
+    _in_parallel(jobs, workers)
+    return count * f + length
+
+
+def _open_final(aead: AESGCM, message_id: bytes, frame: memoryview, out: memoryview, seq: int, length: int) -> int:
+    try:
+        aead.decrypt_into(frame[8:20], frame[24:], body_aad(message_id, FINAL_FRAME_STRING, seq, length), out)
+    except InvalidTag:
+        raise AuthenticationError(f"final frame {seq} failed to authenticate (the message was changed)") from None
+    return length

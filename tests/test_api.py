@@ -480,3 +480,68 @@ def test_multi_batch_truncation_and_sequence_errors(threads: int) -> None:
             envelope.decrypt_stream(io.BytesIO(tampered), out, keyring=KEYRING, threads=threads)
         assert (decrypted.value.field, decrypted.value.offset) == (parsed.value.field, parsed.value.offset)
         assert len(out.getvalue()) <= (frame - 1) * frame_length
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the one-shot path: whole messages in memory, frames split across threads
+
+
+@pytest.fixture
+def parallel_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small batches, so that a message of a few KiB is split into many runs of frames on several threads."""
+    import envelope.api
+    import envelope.stream
+
+    monkeypatch.setattr(envelope.stream, "BATCH_BYTES", 3 * (64 + 32))
+    monkeypatch.setattr(envelope.api, "BATCH_BYTES", 3 * (64 + 32))
+    monkeypatch.setattr(envelope.api, "default_threads", lambda: 2)
+
+
+@pytest.mark.parametrize("suite_id", [0x0478, 0x0578, 0x0178])
+def test_one_shot_in_parallel_matches_the_stream(parallel_one_shot: None, suite_id: int) -> None:
+    policy = encrypt_policy(suite_id)
+    for size in (0, 63, 64, 65, 64 * 40, 64 * 40 + 7):
+        plaintext = os.urandom(size)
+        message = envelope.encrypt(plaintext, keyring=KEYRING, algorithm=suite_id, frame_length=64,
+                                   commitment_policy=policy)
+        streamed = io.BytesIO()
+        envelope.decrypt_stream(io.BytesIO(message), streamed, keyring=KEYRING, commitment_policy=READ_ANY)
+        assert envelope.decrypt(message, keyring=KEYRING, commitment_policy=READ_ANY).plaintext \
+            == streamed.getvalue() == plaintext
+        # the same layout as the streaming writer: same frame count and lengths
+        sealed = io.BytesIO()
+        envelope.encrypt_stream(io.BytesIO(plaintext), sealed, keyring=KEYRING, algorithm=suite_id, frame_length=64,
+                                commitment_policy=policy, threads=2)
+        assert len(sealed.getvalue()) == len(message)
+
+
+def test_one_shot_in_parallel_names_the_earliest_bad_frame(parallel_one_shot: None) -> None:
+    plaintext = _frames(40, 64, tail=9)
+    message = envelope.encrypt(plaintext, keyring=KEYRING, frame_length=64)
+    contents = [(s, e) for n, s, e in field_map(message) if n == "frame content"]
+    tampered = flip_bit(flip_bit(message, 8 * contents[29][0]), 8 * contents[17][0])  # frames 18 and 30
+    with pytest.raises(AuthenticationError, match="frame 18 failed"):
+        envelope.decrypt(tampered, keyring=KEYRING)
+
+
+def test_one_shot_signed_bad_signature_returns_nothing(parallel_one_shot: None) -> None:
+    plaintext = _frames(40, 64, tail=9)
+    message = envelope.encrypt(plaintext, keyring=KEYRING, algorithm=0x0578, frame_length=64)
+    with pytest.raises(AuthenticationError, match="signature"):
+        envelope.decrypt(flip_bit(message, 8 * len(message) - 1), keyring=KEYRING)
+
+
+def test_one_shot_irregular_bodies_get_the_streaming_errors(parallel_one_shot: None) -> None:
+    message = envelope.encrypt(_frames(10, 64, tail=9), keyring=KEYRING, frame_length=64)
+    for bad in (message + b"x", message[:-1], message[:-100]):
+        with pytest.raises(FormatError) as one_shot:
+            envelope.decrypt(bad, keyring=KEYRING)
+        with pytest.raises(FormatError) as streamed:
+            envelope.decrypt_stream(io.BytesIO(bad), io.BytesIO(), keyring=KEYRING)
+        assert (one_shot.value.field, one_shot.value.offset) == (streamed.value.field, streamed.value.offset)
+
+
+def test_one_shot_accepts_any_buffer() -> None:
+    plaintext = os.urandom(1000)
+    message = envelope.encrypt(bytearray(plaintext), keyring=KEYRING, frame_length=64)
+    assert envelope.decrypt(memoryview(bytearray(message)), keyring=KEYRING).plaintext == plaintext
