@@ -29,7 +29,7 @@ import hashlib
 import os
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,6 +183,30 @@ def assemble(suite_id: int, chunks: Sequence[bytes], *, context: Mapping[str, st
         context[crypto.PUBLIC_KEY_CONTEXT_KEY] = (signer or crypto.Signer(SUITES[0x0578])).public_key_b64
     edks = list(KEYRING.wrap(suite, context, data_key)[1]) + list(OTHER.wrap(suite, context, data_key)[1])
     edks = [*extra_edks, *edks] if edks_first else [*edks, *extra_edks]
+    sign = None
+    if signer is not None:
+        def sign(data: bytes) -> bytes:
+            signer.update(data)
+            return signer.finalize()
+
+    return write_message(suite, data_key, context, edks, chunks, frame_length=frame_length, header_iv=header_iv,
+                         non_framed=non_framed, unsorted_context=unsorted_context, sign=sign)
+
+
+def write_message(suite: AlgorithmSuite, data_key: bytes, context: Mapping[str, str],
+                  edks: Sequence[fmt.EncryptedDataKey], chunks: Sequence[bytes], *, frame_length: int | None = None,
+                  header_iv: bytes = bytes(12), iv_for: Callable[[int], bytes] | None = None,
+                  non_framed: bool = False, unsorted_context: bool = False,
+                  sign: Callable[[bytes], bytes] | None = None) -> bytes:
+    """Write a message from its parts with the format layer: one frame per chunk, the last one final.
+
+    ``iv_for(sequence_number)`` picks frame IVs (default: the writer's 8 zero bytes || UInt32(seq));
+    ``header_iv`` is stored in a v1 header; ``unsorted_context`` writes the AAD entries in reverse order;
+    ``non_framed`` writes the one chunk as a non-framed body (section 3.2); ``sign(bytes)`` returns the
+    footer's signature over everything before it. Shared by the vector seeds and the tests' message builder.
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, data_key, message_id)
     if frame_length is None:
@@ -202,27 +226,23 @@ def assemble(suite_id: int, chunks: Sequence[bytes], *, context: Mapping[str, st
         at = body.index(aad)
         body = body[:at] + aad[:2] + b"".join(reversed(entries)) + body[at + len(aad):]
     iv = header_iv if suite.message_version == 1 else bytes(12)
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(AESGCM(key), iv, body))
-
     aead = AESGCM(key)
+    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(aead, iv, body))
+    iv_for = iv_for or (lambda seq: bytes(8) + seq.to_bytes(4, "big"))
     if non_framed:
         (chunk,) = chunks
-        sealed = aead.encrypt(bytes(8) + b"\x00\x00\x00\x01", chunk,
-                              fmt.body_aad(message_id, fmt.SINGLE_BLOCK_STRING, 1, len(chunk)))
-        out += fmt.serialize_non_framed(fmt.NonFramedBody(bytes(8) + b"\x00\x00\x00\x01", sealed[:-16],
-                                                          sealed[-16:]))
+        block_iv = iv_for(1)
+        sealed = aead.encrypt(block_iv, chunk, fmt.body_aad(message_id, fmt.SINGLE_BLOCK_STRING, 1, len(chunk)))
+        out += fmt.serialize_non_framed(fmt.NonFramedBody(block_iv, sealed[:-16], sealed[-16:]))
     else:
         for seq, chunk in enumerate(chunks, 1):
             final = seq == len(chunks)
-            frame_iv = bytes(8) + seq.to_bytes(4, "big")
+            frame_iv = iv_for(seq)
             string = fmt.FINAL_FRAME_STRING if final else fmt.FRAME_STRING
             sealed = aead.encrypt(frame_iv, chunk, fmt.body_aad(message_id, string, seq, len(chunk)))
             out += fmt.serialize_frame(fmt.Frame(seq, frame_iv, sealed[:-16], sealed[-16:], final))
-    if signer is not None:
-        signer.update(bytes(out))
-        out += fmt.serialize_footer(fmt.Footer(signer.finalize()))
+    if sign is not None:
+        out += fmt.serialize_footer(fmt.Footer(sign(bytes(out))))
     return bytes(out)
 
 

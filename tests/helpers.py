@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -269,10 +268,9 @@ def build_message(suite: AlgorithmSuite, data_key: bytes, chunks: Sequence[bytes
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from envelope import crypto
-    from envelope import format as fmt
+    from fuzz.vectors import write_message
 
     context = dict(context or {})
     signing_key = None
@@ -281,42 +279,13 @@ def build_message(suite: AlgorithmSuite, data_key: bytes, chunks: Sequence[bytes
         context[crypto.PUBLIC_KEY_CONTEXT_KEY] = public_key or crypto.encode_public_key(signing_key.public_key())
     if keyring is not None:
         edks = keyring.wrap(suite, context, data_key)[1]
-    message_id = os.urandom(suite.message_id_length)
-    key, commitment = crypto.derive_key(suite, data_key, message_id)
-    frame_length = frame_length if frame_length is not None else max([len(c) for c in chunks] + [1])
-    header = fmt.Header(suite.message_version, suite, message_id, context, tuple(edks),
-                        fmt.CONTENT_NON_FRAMED if non_framed else fmt.CONTENT_FRAMED,
-                        0 if non_framed else frame_length, commitment)
-    body = fmt.serialize_header_body(header)
-    if unsorted_context:
-        aad = fmt.serialize_context(context)
-        entries = []
-        pos = 2
-        while pos < len(aad):
-            end = pos + 2 + int.from_bytes(aad[pos:pos + 2], "big")
-            end += 2 + int.from_bytes(aad[end:end + 2], "big")
-            entries.append(aad[pos:end])
-            pos = end
-        at = body.index(aad)
-        body = body[:at] + aad[:2] + b"".join(reversed(entries)) + body[at + len(aad):]
-    iv = header_iv if suite.message_version == 1 else bytes(12)
-    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(AESGCM(key), iv, body))
-    aead = AESGCM(key)
-    iv_for = iv_for or (lambda seq: bytes(8) + seq.to_bytes(4, "big"))
-    if non_framed:
-        (chunk,) = chunks
-        block_iv = iv_for(1)
-        sealed = aead.encrypt(block_iv, chunk, fmt.body_aad(message_id, fmt.SINGLE_BLOCK_STRING, 1, len(chunk)))
-        out += fmt.serialize_non_framed(fmt.NonFramedBody(block_iv, sealed[:-16], sealed[-16:]))
-    else:
-        for seq, chunk in enumerate(chunks, 1):
-            final = seq == len(chunks)
-            frame_iv = iv_for(seq)
-            string = fmt.FINAL_FRAME_STRING if final else fmt.FRAME_STRING
-            sealed = aead.encrypt(frame_iv, chunk, fmt.body_aad(message_id, string, seq, len(chunk)))
-            out += fmt.serialize_frame(fmt.Frame(seq, frame_iv, sealed[:-16], sealed[-16:], final))
+    sign = None
     if signing_key is not None:
         hash_type = hashes.SHA256 if suite.curve == "p256" else hashes.SHA384
-        digest = hashlib.new(hash_type.name, bytes(out)).digest()
-        out += fmt.serialize_footer(fmt.Footer(signing_key.sign(digest, ec.ECDSA(Prehashed(hash_type())))))
-    return bytes(out)
+
+        def sign(data: bytes) -> bytes:  # a plain ECDSA signature, of whatever DER length it comes out
+            digest = hashlib.new(hash_type.name, data).digest()
+            return signing_key.sign(digest, ec.ECDSA(Prehashed(hash_type())))
+
+    return write_message(suite, data_key, context, edks, chunks, frame_length=frame_length, header_iv=header_iv,
+                         iv_for=iv_for, non_framed=non_framed, unsorted_context=unsorted_context, sign=sign)
