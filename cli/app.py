@@ -408,12 +408,10 @@ def inspect(
     Shows the format version, suite, message id, content type, frame length, encryption context and each
     encrypted data key (provider id, provider info, ciphertext length).
     """
-    import json
-
     import envelope
 
     from .files import open_input
-    from .headers import header_json
+    from .headers import header_json, json_text
     from .streams import Base64Reader, InputMeter
 
     raw = open_input(input)
@@ -430,7 +428,7 @@ def inspect(
     finally:
         if raw is not sys.stdin.buffer:
             raw.close()
-    text = json.dumps(header_json(header), indent=2, ensure_ascii=False) + "\n"
+    text = json_text(header_json(header), indent=2) + "\n"
     sys.stdout.buffer.write(text.encode("utf-8"))
     sys.stdout.buffer.flush()
     return ExitCode.OK

@@ -1,13 +1,15 @@
-"""Message headers as JSON-ready dicts, for ``inspect`` and ``--metadata-output``."""
+"""Message headers as JSON-ready dicts, and the JSON text of them, for ``inspect`` and ``--metadata-output``."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from envelope import EncryptedDataKey, Header
 
-__all__ = ["header_json", "header_summary"]
+__all__ = ["header_json", "header_summary", "json_text"]
 
 
 def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
@@ -46,3 +48,18 @@ def header_json(header: Header) -> dict[str, Any]:
             {**_edk(edk), "ciphertext_length": len(edk.ciphertext)} for edk in header.encrypted_data_keys
         ],
     }
+
+
+_NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e\n]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return char if char.isprintable() else json.dumps(char)[1:-1]  # \u009b, or a surrogate pair
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """JSON that keeps readable text (``ensure_ascii=False``) but escapes every unprintable character as
+    ``\\uXXXX``: C0 and C1 controls, bidirectional overrides, line separators. A context or provider id comes from
+    the message, so a hostile one must not reach a terminal as escape sequences; the parsed JSON is the same."""
+    return _NOT_PLAIN_ASCII.sub(_escape, json.dumps(value, indent=indent, ensure_ascii=False))

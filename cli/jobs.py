@@ -297,9 +297,9 @@ class MetadataLog:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.stream is not None:
-            import json
+            from .headers import json_text
 
-            self.stream.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
+            self.stream.write(json_text(record) + "\n")
             self.stream.flush()
 
     def close(self) -> None:

@@ -270,6 +270,22 @@ def test_inspect_shows_text_provider_info(work: Path) -> None:
                    "provider_info_encoding": "utf-8", "ciphertext_length": 10}
 
 
+def test_inspect_and_metadata_escape_unprintable_text_from_the_message(work: Path, key: Path) -> None:
+    # a hostile context: ANSI (C0) and 8-bit CSI (C1) escapes, a bidi override, a line separator, a zero-width
+    # joiner; printable non-ASCII text stays readable
+    hostile = {"\u009b31mkey": "\x1b[2J\u202egpj.exe", "line": "a\u2028b\u200d", "ok": "café ☕ 😀"}
+    keyring = envelope.load_keyring(str(key))
+    (work / "m").write_bytes(envelope.encrypt(b"payload", keyring=keyring, context=hostile))
+    inspected = ok("inspect", "m").stdout
+    metadata = ok("decrypt", "m", "-o", "out", "-k", key, "--metadata-output", "-").stdout
+    for text in (inspected, metadata):
+        assert all(c.isprintable() or c == "\n" for c in text), [c for c in text if not c.isprintable()]
+        assert "\\u009b31mkey" in text and "\\u202e" in text and "\\u2028" in text and "café ☕ 😀" in text
+    # the same values once parsed
+    assert json.loads(inspected)["encryption_context"] == hostile
+    assert json.loads(metadata)["header"]["encryption_context"] == hostile
+
+
 def test_recursive_folders_keep_their_structure(work: Path, key: Path) -> None:
     src = work / "conf"
     (src / "sub" / "deeper").mkdir(parents=True)
