@@ -8,14 +8,20 @@ worker processes, removes the registered temporary files (holding the registry l
 created), and ends the process with ``os._exit``. Destinations are untouched: a temporary file is renamed
 only after the whole message verified. Where ``sigwait`` does not exist (Windows), a handler raising
 :class:`~cli.errors.Terminated` in the main thread does the same through ``finally`` blocks.
+
+A blocked mask is inherited across ``exec``. Programs the CLI starts (botocore runs an AWS ``credential_process``
+through ``subprocess.Popen``) therefore get these signals unblocked again in the child, just before ``exec``;
+otherwise Ctrl-C and ``kill`` could not stop them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from .errors import PREFIX, Terminated
 from .files import abandon_temporary_files
@@ -51,11 +57,35 @@ def _raise(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+def _children_start_unblocked(signals: set[signal.Signals]) -> None:
+    """Make ``subprocess.Popen`` unblock ``signals`` in each child before it runs its program.
+
+    Replaces ``subprocess.Popen`` in this process (the CLI's, never the library's) with a subclass, before
+    botocore is imported (its credential provider binds ``subprocess.Popen`` when it is defined). The child
+    runs only ``pthread_sigmask``, a C call that takes no lock, between ``fork`` and ``exec``."""
+    import subprocess
+
+    if getattr(subprocess.Popen, "_envelope_unblocks", False):
+        return
+    unblock = functools.partial(signal.pthread_sigmask, signal.SIG_UNBLOCK, signals)
+
+    class Popen(subprocess.Popen):  # type: ignore[type-arg]
+        _envelope_unblocks = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if len(args) <= 8 and kwargs.get("preexec_fn") is None:  # preexec_fn is the 9th positional
+                kwargs["preexec_fn"] = unblock
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = Popen  # type: ignore[misc]
+
+
 def install(*, main: bool = True) -> None:
     """Call in the main thread before any other thread starts (the CLI entry point; each worker process)."""
     signals = _signals()
     if hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait"):
         signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        _children_start_unblocked(signals)
         threading.Thread(target=_watch, args=(signals, main), name="envelope-signals", daemon=True).start()
         return
     for number in signals - {signal.SIGINT}:  # SIGINT already raises KeyboardInterrupt

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -256,6 +257,28 @@ def test_aws_profile_gives_credentials_and_region(aws_env: AwsEnv, work: Path, m
     ok("decrypt", "m.enc", "-k", "kms:alias/profiled", "--region", OTHER_REGION, "-o", "out3",
        env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
     assert (work / "out3").read_bytes() == PLAIN
+
+
+def test_a_credential_process_starts_with_signals_unblocked(aws_env: AwsEnv, work: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI blocks SIGINT, SIGTERM and SIGHUP in its own threads (cli/signals.py). A program botocore starts for
+    credentials (``credential_process``) must not inherit that mask, or Ctrl-C and ``kill`` could not stop it."""
+    arn = aws_env.create_key()
+    helper, mask = tmp_path / "credentials.py", tmp_path / "mask"
+    helper.write_text(
+        "import json, pathlib\n"
+        "status = pathlib.Path('/proc/self/status').read_text().splitlines()\n"
+        f"pathlib.Path({str(mask)!r}).write_text(next(l for l in status if l.startswith('SigBlk:')).split()[1])\n"
+        "print(json.dumps({'Version': 1, 'AccessKeyId': 'from-process', 'SecretAccessKey': 'process-secret'}))\n")
+    (tmp_path / "aws-config").write_text(f"[default]\ncredential_process = {sys.executable} {helper}\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    done = subprocess_cli("encrypt", "plain.txt", "-k", f"kms:{arn}", "-o", "m.enc", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert edk_arns(work / "m.enc") == [arn]  # the credentials came from the helper: no others are set
+    blocked = int(mask.read_text(), 16)
+    assert [s.name for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if blocked & 1 << (s - 1)] == []
 
 
 # ---------------------------------------------------------------------------------------------------------
