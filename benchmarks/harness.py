@@ -192,6 +192,7 @@ class Bench:
                 finally:
                     if case.after:
                         case.after()
+                    _settle()
                 samples[case.id].append(run)
                 self.log(f"{case.label} ({rep + 1}/{reps}): {self._value(case, run.seconds):,.1f} {case.unit}")
         for case in cases:
@@ -556,6 +557,15 @@ def group_startup(b: Bench) -> None:
     except Skip as exc:
         b.skip("age start-up", str(exc))
     b.measure(cases, reps)
+
+
+def _settle() -> None:
+    """Flush the file system between runs (untimed), so that the journal work and writeback a run leaves behind,
+    such as freeing the inodes of the outputs just removed, do not land in the next run's time. Measured on ext4:
+    creating 1,000 files right after removing 1,000 others cost 0.55 ms per open(), against 0.02-0.1 ms once
+    flushed. It narrows the spread of the many-files figures; it cannot remove the VM's own noise."""
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 def _count_files(folder: Path) -> int:
