@@ -75,9 +75,9 @@ def run() -> None:
     from . import signals
 
     signals.install()  # before any thread starts: see cli/signals.py
-    from .app import app
+    from .app import run as run_app
 
-    app(prog_name="envelope")
+    run_app(sys.argv[1:])
 
 
 if __name__ == "__main__":
