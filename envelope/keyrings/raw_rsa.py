@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -44,6 +44,9 @@ class RawRsaKeyring:
         self.name = name
         self.padding_name = padding
         self._padding = _padding(padding)
+        if isinstance(private_key, bytes) or isinstance(public_key, bytes):
+            # imported here: it pulls in every key format (SSH, DH, DSA, ...), ~3 ms that AES-key runs skip
+            from cryptography.hazmat.primitives import serialization
         if isinstance(private_key, bytes):
             loaded = serialization.load_pem_private_key(private_key, password=None)
             if not isinstance(loaded, rsa.RSAPrivateKey):
