@@ -1,11 +1,13 @@
 """Inputs and outputs: which file goes where, opening inputs, and atomic outputs.
 
 Output rules (issue 3, "Input and output rules"):
-- A regular-file destination is written through a temporary file in the same folder
-  (``.NAME.XXXXXXXX.envelope-tmp``, mode 0600) that is renamed into place only after the library returned,
-  i.e. after every frame tag and the signature verified. On any failure, and on SIGINT / SIGTERM / SIGHUP, the
-  temporary file is removed and the destination is untouched. (SIGKILL cannot be caught: the destination is
-  still untouched, but the hidden temporary file stays behind.)
+- A regular-file destination is written through a temporary file in the same folder that is put in place
+  only after the library returned, i.e. after every frame tag and the signature verified. On Linux it is an
+  unnamed file (``O_TMPFILE``, mode 0600), linked into place at the end: a process killed meanwhile, even by
+  SIGKILL or the OOM killer, leaves nothing behind, because the kernel frees an unnamed file with its last
+  descriptor. Where the file system has no unnamed files it is a hidden named one
+  (``.NAME.XXXXXXXX.envelope-tmp``, mode 0600), removed on any failure and on SIGINT / SIGTERM / SIGHUP;
+  only SIGKILL can leave that one behind. Either way the destination is untouched until the end.
 - An existing regular file is replaced only with ``--force``; without it the rename is a hard link, so a file
   that appears meanwhile is not replaced either.
 - A destination that exists and is not a regular file (``/dev/null``, a FIFO, a terminal) is written directly,
@@ -99,6 +101,16 @@ _MADE: set[str] = set()  # output folders this process already created (many fil
 #: Buffer of our file objects. Giving it explicitly also spares the isatty() and fstat() calls open() makes
 #: to choose one; the library reads and writes whole batches, which bypass the buffer anyway.
 BUFFER = 64 * 1024
+#: Unnamed temporary files (Linux ``O_TMPFILE``) are linked into place through their ``/proc/self/fd`` entry
+#: (``linkat`` with ``AT_SYMLINK_FOLLOW``; ``AT_EMPTY_PATH`` would need a capability). Cleared for the rest of
+#: the process when that link is refused (no /proc, a sandbox): outputs then use named temporary files.
+_UNNAMED = {"usable": hasattr(os, "O_TMPFILE") and sys.platform.startswith("linux")}
+_PROC_FD = "/proc/self/fd"
+#: open(O_TMPFILE) errors that mean "not here": the kernel or file system has no unnamed files
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.ENOSYS})
+#: link errors after which a named temporary file is tried instead
+_NO_LINK = frozenset({errno.ENOENT, errno.EPERM, errno.EACCES, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP,
+                      errno.EXDEV, errno.EINVAL, errno.ENOTDIR})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -297,6 +309,15 @@ def is_terminal(stream: BinaryIO) -> bool:
 # outputs
 
 
+def _link_descriptor(fd: int, path: str) -> None:
+    """Give the open unnamed file ``fd`` the name ``path`` (fails with FileExistsError if ``path`` exists)."""
+    proc = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # this process's, also in a worker
+    try:
+        os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
+    finally:
+        os.close(proc)
+
+
 class Destination:
     """An output that appears only when :meth:`commit` is called (see the module docstring).
 
@@ -311,7 +332,8 @@ class Destination:
         self.mode = mode
         self.make_folders = make_folders
         self.refuse_terminal = refuse_terminal  # a message when binary output must not go to a terminal
-        self.temp: str | None = None
+        self.temp: str | None = None  # the name of a named temporary file, while it exists
+        self.unnamed = False  # writing to an unnamed (O_TMPFILE) file
         self.stream: BinaryIO | None = None
         self._own_stream = False
         self._replacing = False
@@ -367,18 +389,38 @@ class Destination:
             except OSError as exc:
                 raise FileProblem("cannot create folder", exc, folder) from None
             _MADE.add(folder)
-        temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         try:
-            with _LIVE_LOCK:
-                fd = os.open(temp, flags, 0o600)
-                _LIVE.add(temp)
+            fd = self._open_unnamed(folder)
+            if fd is None:
+                fd = self._open_named(folder, name)
         except OSError as exc:
             raise FileProblem("cannot write", exc, self.path) from None
-        self.temp = temp
         self.stream = open(fd, "wb", buffering=BUFFER)
         self._own_stream = True
         return self.stream
+
+    def _open_unnamed(self, folder: str) -> int | None:
+        """An unnamed file in ``folder`` (readable too, for :meth:`_name_unnamed`), or None where there are none."""
+        if not _UNNAMED["usable"]:
+            return None
+        try:
+            fd = os.open(folder, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno in _NO_UNNAMED:
+                return None
+            raise
+        self.unnamed = True
+        return fd
+
+    def _open_named(self, folder: str, name: str) -> int:
+        """A hidden temporary file beside the destination, registered so that a signal removes it."""
+        temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        with _LIVE_LOCK:
+            fd = os.open(temp, flags, 0o600)
+            _LIVE.add(temp)
+        self.temp = temp
+        return fd
 
     # -- finishing
 
@@ -390,7 +432,7 @@ class Destination:
             if not self._own_stream:
                 stream.flush()
                 return
-            if self.temp is None:
+            if self.temp is None and not self.unnamed:  # a destination opened directly (a FIFO, a device)
                 stream.close()
                 return
             stream.flush()
@@ -398,8 +440,11 @@ class Destination:
             os.fchmod(fd, self.mode if self.mode is not None else _NEW_FILE_MODE)
             if self._replacing:
                 os.fsync(fd)  # a crash just after the rename must not leave an empty file where the old one was
+            if self.unnamed:
+                self._place_unnamed(fd)  # needs the descriptor: before close
             stream.close()
-            self._rename()
+            if self.temp is not None:
+                self._rename()
         except OSError as exc:
             self.abort()
             if isinstance(exc, FileProblem):
@@ -408,6 +453,50 @@ class Destination:
         except BaseException:
             self.abort()
             raise
+
+    def _place_unnamed(self, fd: int) -> None:
+        """Link the unnamed file at the destination. With ``--force`` it gets a temporary name first, which
+        :meth:`_rename` then moves over the old file in one step."""
+        if not self.force:
+            try:
+                _link_descriptor(fd, self.path)
+                return
+            except FileExistsError:
+                raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
+            except OSError as exc:
+                if exc.errno not in _NO_LINK:
+                    raise
+                _UNNAMED["usable"] = False
+        self._name_unnamed(fd)
+
+    def _name_unnamed(self, fd: int) -> None:
+        """Give the unnamed file a hidden temporary name (a link, or else a copy) for :meth:`_rename`."""
+        folder, name = os.path.split(self.path)
+        temp = os.path.join(folder or ".", f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        if _UNNAMED["usable"]:
+            try:
+                with _LIVE_LOCK:
+                    _link_descriptor(fd, temp)
+                    _LIVE.add(temp)
+                self.temp = temp
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_LINK:
+                    raise
+                _UNNAMED["usable"] = False
+        out = self._open_named(folder or ".", name)
+        try:
+            size, offset = os.fstat(fd).st_size, 0
+            while offset < size:
+                sent = os.sendfile(out, fd, offset, size - offset)
+                if not sent:
+                    raise OSError(errno.EIO, "the temporary file ended early while copying it")
+                offset += sent
+            os.fchmod(out, os.fstat(fd).st_mode & 0o7777)
+            if self._replacing:
+                os.fsync(out)
+        finally:
+            os.close(out)
 
     def _rename(self) -> None:
         assert self.temp is not None

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aws_encryption_sdk
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy, EncryptionKeyType, WrappingAlgorithm
@@ -289,3 +291,35 @@ def build_message(suite: AlgorithmSuite, data_key: bytes, chunks: Sequence[bytes
 
     return write_message(suite, data_key, context, edks, chunks, frame_length=frame_length, header_iv=header_iv,
                          iv_for=iv_for, non_framed=non_framed, unsorted_context=unsorted_context, sign=sign)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the CLI's temporary outputs
+
+
+def partial_output_bytes(pid: int, folder: Path) -> int:
+    """Bytes a running CLI process has written so far to a temporary output in ``folder``: a hidden named
+    ``.envelope-tmp`` file, or an unnamed one (Linux O_TMPFILE), found among the process's open descriptors
+    (its /proc link reads ``FOLDER/#INODE (deleted)``)."""
+    sizes = [p.stat().st_size for p in folder.iterdir() if p.name.endswith(".envelope-tmp")]
+    prefix = str(folder.resolve()) + os.sep
+    try:
+        entries = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process is gone
+        entries = []
+    for entry in entries:
+        try:
+            if os.readlink(entry).startswith(prefix) and os.readlink(entry).endswith(" (deleted)"):
+                sizes.append(entry.stat().st_size)
+        except OSError:  # closed meanwhile
+            pass
+    return max(sizes, default=0)
+
+
+def unnamed_files_work(folder: Path) -> bool:
+    """Whether ``folder``'s file system has unnamed files (O_TMPFILE), which the CLI then uses for outputs."""
+    try:
+        os.close(os.open(folder, os.O_RDWR | os.O_TMPFILE, 0o600))
+    except (OSError, AttributeError):
+        return False
+    return True

@@ -18,6 +18,7 @@ import io
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import partial_output_bytes
 from typer.testing import CliRunner
 
 import cli.files
@@ -173,6 +175,29 @@ def test_cli_fsync_or_rename_failing_leaves_the_old_file(work: Path, monkeypatch
         assert _listing(work) == before, name
 
 
+@pytest.mark.parametrize("where", ["no /proc to link through", "no unnamed files"])
+def test_cli_outputs_without_unnamed_temporary_files(work: Path, plaintext: bytes, monkeypatch: pytest.MonkeyPatch,
+                                                     where: str) -> None:
+    """Where an unnamed (O_TMPFILE) output cannot be linked into place, the CLI copies it to a named temporary
+    file and carries on; where there are none, it writes a named temporary file from the start. Either way the
+    output is complete, 0600, refuses to replace a file without --force, and leaves nothing else behind."""
+    monkeypatch.setitem(cli.files._UNNAMED, "usable", where != "no unnamed files")
+    monkeypatch.setattr(cli.files, "_PROC_FD", str(work / "no-such-proc"))
+    (work / "existing.out").write_bytes(OLD)
+    for destination, extra in (("new.out", []), ("existing.out", []), ("existing.out", ["--force"])):
+        before = _listing(work)
+        result = runner.invoke(app, ["decrypt", "m.enc", "-k", "k.key", "-o", destination, *extra])
+        if destination == "existing.out" and not extra:
+            assert result.exit_code == 2 and "already exists" in result.stderr, result.stderr
+            assert _listing(work) == before
+            continue
+        assert result.exit_code == 0, result.stderr
+        assert (work / destination).read_bytes() == plaintext  # the first one: copied from the unnamed file
+        assert stat.S_IMODE((work / destination).stat().st_mode) == 0o600
+    assert sorted(_listing(work)) == ["existing.out", "k.key", "m.enc", "new.out"]
+    assert cli.files._UNNAMED["usable"] is False  # the first refused link switched the process to named files
+
+
 def _limit_file_size(size: int) -> Any:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
@@ -288,13 +313,10 @@ def test_signal_mid_run_removes_the_temporary_file(work: Path, message: bytes, p
     process.stdin.write(data[:5 * 1024 * 1024])  # more than one 4 MiB batch of the pipeline, not all of it
     process.stdin.flush()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until output is in the temporary file
-        temps = [p for p in work.iterdir() if p.name.endswith(".envelope-tmp")]
-        if temps and temps[0].stat().st_size > 0:
-            break
+    while partial_output_bytes(process.pid, work) == 0:  # until output is in the temporary file
+        if time.monotonic() > deadline:
+            pytest.fail("no output reached the temporary file")
         time.sleep(0.02)
-    else:
-        pytest.fail("no output reached the temporary file")
     process.send_signal(signum)
     assert process.wait(10) == 128 + signum
     lines = process.stderr.read().decode().splitlines()
