@@ -5,7 +5,8 @@ Output rules (issue 3, "Input and output rules"):
   only after the library returned, i.e. after every frame tag and the signature verified. On Linux it is an
   unnamed file (``O_TMPFILE``, mode 0600), linked into place at the end: a process killed meanwhile, even by
   SIGKILL or the OOM killer, leaves nothing behind, because the kernel frees an unnamed file with its last
-  descriptor. Where the file system has no unnamed files it is a hidden named one
+  descriptor. (To replace a file with ``--force``, the finished file gets a hidden name for the instant before
+  it is renamed over the old one.) Where the file system has no unnamed files it is a hidden named one
   (``.NAME.XXXXXXXX.envelope-tmp``, mode 0600), removed on any failure and on SIGINT / SIGTERM / SIGHUP;
   only SIGKILL can leave that one behind. Either way the destination is untouched until the end.
 - An existing regular file is replaced only with ``--force``; without it the rename is a hard link, so a file
@@ -103,12 +104,12 @@ _MADE: set[str] = set()  # output folders this process already created (many fil
 BUFFER = 64 * 1024
 #: Unnamed temporary files (Linux ``O_TMPFILE``) are linked into place through their ``/proc/self/fd`` entry
 #: (``linkat`` with ``AT_SYMLINK_FOLLOW``; ``AT_EMPTY_PATH`` would need a capability). Cleared for the rest of
-#: the process when that link is refused (no /proc, a sandbox): outputs then use named temporary files.
+#: the process when that link is refused but a named file works (no /proc, a sandbox).
 _UNNAMED = {"usable": hasattr(os, "O_TMPFILE") and sys.platform.startswith("linux")}
 _PROC_FD = "/proc/self/fd"
 #: open(O_TMPFILE) errors that mean "not here": the kernel or file system has no unnamed files
 _NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.ENOSYS})
-#: link errors after which a named temporary file is tried instead
+#: link errors after which the data is copied to a named temporary file instead
 _NO_LINK = frozenset({errno.ENOENT, errno.EPERM, errno.EACCES, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP,
                       errno.EXDEV, errno.EINVAL, errno.ENOTDIR})
 
@@ -441,8 +442,14 @@ class Destination:
             if self._replacing:
                 os.fsync(fd)  # a crash just after the rename must not leave an empty file where the old one was
             if self.unnamed:
-                self._place_unnamed(fd)  # needs the descriptor: before close
-            stream.close()
+                keep = os.dup(fd)  # the file needs a descriptor to get a name, and dies with the last one
+                try:
+                    stream.close()  # a late write error surfaces here, before the file has any name
+                    self._place_unnamed(keep)
+                finally:
+                    os.close(keep)
+            else:
+                stream.close()
             if self.temp is not None:
                 self._rename()
         except OSError as exc:
@@ -455,35 +462,43 @@ class Destination:
             raise
 
     def _place_unnamed(self, fd: int) -> None:
-        """Link the unnamed file at the destination. With ``--force`` it gets a temporary name first, which
-        :meth:`_rename` then moves over the old file in one step."""
-        if not self.force:
+        """Link the unnamed file at the destination. To replace a file (``--force``) it gets a hidden name
+        first, which :meth:`_rename` then moves over the old file in one step: a SIGKILL in that instant
+        leaves the finished file under its hidden name."""
+        if not self._replacing:
             try:
                 _link_descriptor(fd, self.path)
                 return
             except FileExistsError:
-                raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
+                if not self.force:
+                    raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
             except OSError as exc:
                 if exc.errno not in _NO_LINK:
                     raise
-                _UNNAMED["usable"] = False
+                self._copy_unnamed(fd)
+                return
         self._name_unnamed(fd)
 
     def _name_unnamed(self, fd: int) -> None:
         """Give the unnamed file a hidden temporary name (a link, or else a copy) for :meth:`_rename`."""
         folder, name = os.path.split(self.path)
         temp = os.path.join(folder or ".", f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-        if _UNNAMED["usable"]:
-            try:
-                with _LIVE_LOCK:
-                    _link_descriptor(fd, temp)
-                    _LIVE.add(temp)
-                self.temp = temp
-                return
-            except OSError as exc:
-                if exc.errno not in _NO_LINK:
-                    raise
-                _UNNAMED["usable"] = False
+        try:
+            with _LIVE_LOCK:
+                _link_descriptor(fd, temp)
+                _LIVE.add(temp)
+            self.temp = temp
+            return
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+        self._copy_unnamed(fd)
+
+    def _copy_unnamed(self, fd: int) -> None:
+        """The link through /proc was refused: copy the data into a named temporary file for :meth:`_rename`.
+        If that works, the folder takes files but not such links, so this process uses named files from now
+        on; if it fails too, the destination itself is the problem and its error is reported."""
+        folder, name = os.path.split(self.path)
         out = self._open_named(folder or ".", name)
         try:
             size, offset = os.fstat(fd).st_size, 0
@@ -497,6 +512,7 @@ class Destination:
                 os.fsync(out)
         finally:
             os.close(out)
+        _UNNAMED["usable"] = False
 
     def _rename(self) -> None:
         assert self.temp is not None

@@ -160,6 +160,30 @@ def test_cli_disk_full_or_failing_mid_decrypt(work: Path, plaintext: bytes, err:
             assert _listing(work) == before, (limit, destination)  # untouched, and no temporary file left
 
 
+def test_cli_close_failing_leaves_no_output(work: Path, plaintext: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write error reported only by close() (NFS and some FUSE file systems report late) must stop the output
+    from appearing: the temporary file is closed before it gets any name."""
+    real_open = builtins.open
+
+    class LateFailure(FailingRaw):
+        def close(self) -> None:
+            super().close()
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def fake_open(file: Any, mode: str = "r", buffering: int = -1, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, int) and "w" in mode:
+            return io.BufferedWriter(LateFailure(io.FileIO(file, "wb"), 1 << 40, errno.EIO), 1 << 16)
+        return real_open(file, mode, buffering, *args, **kwargs)
+
+    monkeypatch.setattr(cli.files, "open", fake_open, raising=False)
+    for destination, extra in (("new.out", []), ("existing.out", ["--force"])):
+        (work / "existing.out").write_bytes(OLD)
+        before = _listing(work)
+        result = runner.invoke(app, ["decrypt", "m.enc", "-k", "k.key", "-o", destination, *extra])
+        assert result.exit_code == 4 and "Input/output error" in result.stderr, (destination, result.stderr)
+        assert _listing(work) == before, destination
+
+
 def test_cli_fsync_or_rename_failing_leaves_the_old_file(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (work / "existing.out").write_bytes(OLD)
     before = _listing(work)
