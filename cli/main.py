@@ -77,7 +77,7 @@ def run() -> None:
     signals.install()  # before any thread starts: see cli/signals.py
     from .app import run as run_app
 
-    run_app(sys.argv[1:])
+    run_app()
 
 
 if __name__ == "__main__":

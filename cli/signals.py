@@ -61,8 +61,10 @@ def _children_start_unblocked(signals: set[signal.Signals]) -> None:
     """Make ``subprocess.Popen`` unblock ``signals`` in each child before it runs its program.
 
     Replaces ``subprocess.Popen`` in this process (the CLI's, never the library's) with a subclass, before
-    botocore is imported (its credential provider binds ``subprocess.Popen`` when it is defined). The child
-    runs only ``pthread_sigmask``, a C call that takes no lock, between ``fork`` and ``exec``."""
+    botocore is imported (its credential provider binds ``subprocess.Popen`` when it is defined). Between
+    ``fork`` and ``exec`` the child runs CPython's at-fork hooks and ``pthread_sigmask``, and touches no
+    OpenSSL state. botocore starts a ``credential_process`` on the first KMS call, before any pipeline thread
+    exists; the signal watcher holds no lock while it waits."""
     import subprocess
 
     if getattr(subprocess.Popen, "_envelope_unblocks", False):
@@ -73,7 +75,7 @@ def _children_start_unblocked(signals: set[signal.Signals]) -> None:
         _envelope_unblocks = True
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            if len(args) <= 8 and kwargs.get("preexec_fn") is None:  # preexec_fn is the 9th positional
+            if len(args) < 7 and kwargs.get("preexec_fn") is None:  # preexec_fn is the 7th positional
                 kwargs["preexec_fn"] = unblock
             super().__init__(*args, **kwargs)
 

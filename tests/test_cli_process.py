@@ -267,6 +267,27 @@ def test_sigterm_stops_the_workers_and_keeps_finished_files(tmp_path: Path, key:
                    for pid in workers)
 
 
+def test_programs_the_cli_starts_get_the_signals_unblocked() -> None:
+    """cli/signals.py blocks SIGINT, SIGTERM and SIGHUP in the CLI's threads; a child started through
+    subprocess.Popen (keywords, or arguments up to its 7th positional, preexec_fn) starts with them unblocked,
+    and a caller's own preexec_fn is left alone."""
+    probe = (
+        "import subprocess, sys\nfrom cli import signals\nsignals.install()\n"
+        "read = ['grep', 'SigBlk', '/proc/self/status']\n"
+        "print(subprocess.run(read, capture_output=True).stdout.decode().split()[1])\n"
+        "p = subprocess.Popen(read, -1, None, None, subprocess.PIPE, None)\n"
+        "print(p.communicate()[0].decode().split()[1])\n"
+        "p = subprocess.Popen(read, -1, None, None, subprocess.PIPE, None, None)\n"
+        "print(p.communicate()[0].decode().split()[1])\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    masks = [int(line, 16) for line in result.stdout.decode().split()]
+    wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    assert [[s.name for s in wanted if mask & 1 << (s - 1)] for mask in masks] == [[], [], sorted(
+        s.name for s in wanted)]  # the last passed preexec_fn=None positionally: nothing is added for it
+
+
 # ---------------------------------------------------------------------------------------------------------
 # start-up: heavy modules stay unimported
 
