@@ -382,8 +382,7 @@ class Destination:
         return stream
 
     def _open_temp(self) -> BinaryIO:
-        folder, name = os.path.split(self.path)
-        folder = folder or "."
+        folder = os.path.dirname(self.path) or "."
         if self.make_folders and folder not in _MADE:
             try:
                 os.makedirs(folder, exist_ok=True)
@@ -393,7 +392,7 @@ class Destination:
         try:
             fd = self._open_unnamed(folder)
             if fd is None:
-                fd = self._open_named(folder, name)
+                fd = self._open_named()
         except OSError as exc:
             raise FileProblem("cannot write", exc, self.path) from None
         self.stream = open(fd, "wb", buffering=BUFFER)
@@ -401,7 +400,7 @@ class Destination:
         return self.stream
 
     def _open_unnamed(self, folder: str) -> int | None:
-        """An unnamed file in ``folder`` (readable too, for :meth:`_name_unnamed`), or None where there are none."""
+        """An unnamed file in ``folder`` (readable too, for :meth:`_copy_unnamed`), or None where there are none."""
         if not _UNNAMED["usable"]:
             return None
         try:
@@ -413,9 +412,14 @@ class Destination:
         self.unnamed = True
         return fd
 
-    def _open_named(self, folder: str, name: str) -> int:
+    def _temp_path(self) -> str:
+        """A fresh hidden name beside the destination: ``.NAME.XXXXXXXX.envelope-tmp``."""
+        folder, name = os.path.split(self.path)
+        return os.path.join(folder or ".", f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+    def _open_named(self) -> int:
         """A hidden temporary file beside the destination, registered so that a signal removes it."""
-        temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        temp = self._temp_path()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         with _LIVE_LOCK:
             fd = os.open(temp, flags, 0o600)
@@ -481,8 +485,7 @@ class Destination:
 
     def _name_unnamed(self, fd: int) -> None:
         """Give the unnamed file a hidden temporary name (a link, or else a copy) for :meth:`_rename`."""
-        folder, name = os.path.split(self.path)
-        temp = os.path.join(folder or ".", f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        temp = self._temp_path()
         try:
             with _LIVE_LOCK:
                 _link_descriptor(fd, temp)
@@ -498,8 +501,7 @@ class Destination:
         """The link through /proc was refused: copy the data into a named temporary file for :meth:`_rename`.
         If that works, the folder takes files but not such links, so this process uses named files from now
         on; if it fails too, the destination itself is the problem and its error is reported."""
-        folder, name = os.path.split(self.path)
-        out = self._open_named(folder or ".", name)
+        out = self._open_named()
         try:
             size, offset = os.fstat(fd).st_size, 0
             while offset < size:
