@@ -147,7 +147,9 @@ def run() -> None:
 
 
 def _command_name(info: Any) -> str:
-    return str(info.name or info.callback.__name__.lower().replace("_", "-"))
+    from typer.main import get_command_name  # the name typer itself gives the command
+
+    return str(info.name or get_command_name(info.callback.__name__))
 
 
 def _print_version(value: bool) -> None:
