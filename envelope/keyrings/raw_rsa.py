@@ -44,15 +44,18 @@ class RawRsaKeyring:
         self.name = name
         self.padding_name = padding
         self._padding = _padding(padding)
-        if isinstance(private_key, bytes) or isinstance(public_key, bytes):
-            # imported here: it pulls in every key format (SSH, DH, DSA, ...), ~3 ms that AES-key runs skip
-            from cryptography.hazmat.primitives import serialization
+        # serialization is imported where a PEM key is loaded: it pulls in every key format (SSH, DH, DSA, ...),
+        # ~3 ms of start-up that AES-key runs skip
         if isinstance(private_key, bytes):
+            from cryptography.hazmat.primitives import serialization
+
             loaded = serialization.load_pem_private_key(private_key, password=None)
             if not isinstance(loaded, rsa.RSAPrivateKey):
                 raise UsageError("private_key is not an RSA key")
             private_key = loaded
         if isinstance(public_key, bytes):
+            from cryptography.hazmat.primitives import serialization
+
             loaded_pub = serialization.load_pem_public_key(public_key)
             if not isinstance(loaded_pub, rsa.RSAPublicKey):
                 raise UsageError("public_key is not an RSA key")
