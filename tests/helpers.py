@@ -309,7 +309,8 @@ def partial_output_bytes(pid: int, folder: Path) -> int:
         entries = []
     for entry in entries:
         try:
-            if os.readlink(entry).startswith(prefix) and os.readlink(entry).endswith(" (deleted)"):
+            target = os.readlink(entry)
+            if target.startswith(prefix) and target.endswith(" (deleted)"):
                 sizes.append(entry.stat().st_size)
         except OSError:  # closed meanwhile
             pass
