@@ -250,13 +250,13 @@ def _count_kms_calls() -> dict[str, int]:
 
 
 def _kms_keyring(arn: str) -> Any:
-    from envelope.keyrings.kms import KmsKeyring
+    from envelope._keyrings.kms import KmsKeyring
 
     return KmsKeyring([arn])
 
 
 def _caching_manager(keyring: Any, max_age: float, max_messages: int, capacity: int) -> Any:
-    from envelope.cache import CachingMaterialsManager, LocalCache
+    from envelope._cache import CachingMaterialsManager, LocalCache
 
     return CachingMaterialsManager(keyring, LocalCache(capacity), max_age=max_age, max_messages=max_messages)
 
@@ -314,7 +314,7 @@ def probe(spec: Spec) -> dict[str, Any]:
     import importlib
 
     found = {}
-    for module, name in (("envelope.keyrings.kms", "KmsKeyring"), ("envelope.cache", "CachingMaterialsManager")):
+    for module, name in (("envelope._keyrings.kms", "KmsKeyring"), ("envelope._cache", "CachingMaterialsManager")):
         try:
             found[module] = hasattr(importlib.import_module(module), name)
         except ImportError:

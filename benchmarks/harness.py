@@ -636,18 +636,18 @@ def group_kms(b: Bench) -> None:
         return f"KMS calls for {messages} messages: {total} ({', '.join(f'{k} {v}' for k, v in calls.items())})"
 
     # the ESDK's cache is CachingCryptoMaterialsManager + LocalCryptoMaterialsCache; envelope's is
-    # envelope.cache.CachingMaterialsManager + LocalCache; both with max_age 300 s and the same max messages
+    # envelope._cache.CachingMaterialsManager + LocalCache; both with max_age 300 s and the same max messages
     rows = [("esdk", "no-cache", "ESDK library, no cache", "esdk-kms-small", False, False),
             ("esdk", "cache", f"ESDK library, cache ({max_messages} msgs/key)", "esdk-kms-small", True, False)]
-    if found.get("envelope.keyrings.kms"):
+    if found.get("envelope._keyrings.kms"):
         rows.append(("envelope", "no-cache", "envelope library, no cache", "envelope-kms-small", False, True))
-        if found.get("envelope.cache"):
+        if found.get("envelope._cache"):
             rows.append(("envelope", "cache", f"envelope library, cache ({max_messages} msgs/key)",
                          "envelope-kms-small", True, True))
         else:
-            b.skip("envelope small messages with the cache", "envelope.cache.CachingMaterialsManager not there yet")
+            b.skip("envelope small messages with the cache", "envelope._cache.CachingMaterialsManager not there yet")
     else:
-        b.skip("envelope small messages under KMS", "envelope.keyrings.kms not there yet")
+        b.skip("envelope small messages under KMS", "envelope._keyrings.kms not there yet")
     for tool, variant, label, kind, cache, is_env in rows:
         spec = {"arn": moto.arn, "messages": messages, "message_bytes": 1024, "cache": cache,
                 "max_messages": max_messages}
@@ -761,15 +761,16 @@ def emit(doc: dict[str, Any], out: Path, *, plot: bool, write: bool) -> int:
 
 
 def _compile_bytecode() -> bool:
-    """Write the .pyc files of ``envelope`` and ``cli`` when they are missing (an editable install, or
+    """Write the .pyc files of ``envelope`` and ``envelope_cli`` when they are missing (an editable install, or
     PYTHONDONTWRITEBYTECODE set): otherwise every CLI run recompiles them, ~50 ms measured here, which the
     peers, installed normally, never pay. False when the folders are not writable."""
     import compileall
 
-    import cli
+    import envelope_cli
+
     import envelope
 
-    folders = [Path(envelope.__file__).parent, Path(cli.__file__).parent]
+    folders = [Path(envelope.__file__).parent, Path(envelope_cli.__file__).parent]
     with contextlib.redirect_stdout(None):
         return all(compileall.compile_dir(str(folder), quiet=1) for folder in folders)
 

@@ -132,7 +132,7 @@ def _garbage(total: int) -> tuple[bytes, int]:
 
 def _valid(frame_length: int, *, non_framed: bool = False) -> bytes:
     """A real header (and, for non-framed, the body IV) under fuzz.vectors.KEYRING, up to the first body byte."""
-    from envelope import format as fmt
+    from envelope import _format as fmt
     from fuzz.vectors import assemble
 
     message = assemble(0x0478, [b"x"], frame_length=frame_length, non_framed=non_framed)

@@ -12,7 +12,7 @@ signatures) -> ``stream`` (the frame engine) -> ``keyrings`` -> ``materials`` / 
 
 from typing import TYPE_CHECKING, Any
 
-from .api import (
+from ._api import (
     DEFAULT_FRAME_LENGTH,
     DEFAULT_MAX_ENCRYPTED_DATA_KEYS,
     DEFAULT_MAX_FRAME_LENGTH,
@@ -25,6 +25,16 @@ from .api import (
     encrypt_stream,
     read_header,
 )
+from ._format import EncryptedDataKey, Header
+from ._keyrings import (
+    Keyring,
+    MultiKeyring,
+    RawAesKeyring,
+    RawRsaKeyring,
+    load_keyring,
+)
+from ._materials import DefaultMaterialsManager, MaterialsManager
+from ._suites import SUITES, AlgorithmSuite, CommitmentPolicy
 from .errors import (
     AuthenticationError,
     ContextMismatchError,
@@ -37,31 +47,21 @@ from .errors import (
     TruncatedError,
     UsageError,
 )
-from .format import EncryptedDataKey, Header
-from .keyrings import (
-    Keyring,
-    MultiKeyring,
-    RawAesKeyring,
-    RawRsaKeyring,
-    load_keyring,
-)
-from .materials import DefaultMaterialsManager, MaterialsManager
-from .suites import SUITES, AlgorithmSuite, CommitmentPolicy
 
 if TYPE_CHECKING:
-    from .cache import CacheStats, CachingMaterialsManager, LocalCache
-    from .keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring, KmsKeyring
+    from ._cache import CacheStats, CachingMaterialsManager, LocalCache
+    from ._keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring, KmsKeyring
 
 __version__ = "0.1.0"
 
 # Loaded on first use (PEP 562) so that `import envelope` stays fast for local-key work.
 _LAZY = {
-    "CacheStats": "cache",
-    "CachingMaterialsManager": "cache",
-    "LocalCache": "cache",
-    "DiscoveryFilter": "keyrings.kms",
-    "KmsDiscoveryKeyring": "keyrings.kms",
-    "KmsKeyring": "keyrings.kms",
+    "CacheStats": "_cache",
+    "CachingMaterialsManager": "_cache",
+    "LocalCache": "_cache",
+    "DiscoveryFilter": "_keyrings.kms",
+    "KmsDiscoveryKeyring": "_keyrings.kms",
+    "KmsKeyring": "_keyrings.kms",
 }
 
 

@@ -19,7 +19,7 @@ import io
 from typing import Any
 
 import envelope
-from envelope import format as fmt
+from envelope import _format as fmt
 from envelope.errors import EnvelopeError, FormatError, PolicyError
 
 from .vectors import KEYRING, READ_ANY, assemble, plaintext
@@ -104,7 +104,7 @@ def decrypt(data: bytes) -> None:
 
 def seeds() -> list[bytes]:
     """Valid messages under :data:`KEYRING` for every suite, framed and not, for fuzzers to start from."""
-    from envelope.suites import SUITES
+    from envelope._suites import SUITES
 
     data = plaintext(90)
     found = []

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import envelope
-from envelope import crypto
-from envelope import format as fmt
+from envelope import _crypto as crypto
+from envelope import _format as fmt
+from envelope._suites import SUITES, AlgorithmSuite
 from envelope.errors import AuthenticationError, EnvelopeError, FormatError, KeyringError, PolicyError
-from envelope.suites import SUITES, AlgorithmSuite
 
 __all__ = [
     "EXPECT",

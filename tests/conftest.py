@@ -19,11 +19,10 @@ def aes_keyring() -> envelope.RawAesKeyring:
 @pytest.fixture
 def fast_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     """typer rebuilds the click command from the annotations on every CliRunner.invoke (about 45 ms here);
-    build it once: the same app, the same error boundary (cli.app._Group), only faster."""
+    build it once: the same app, the same error boundary (envelope_cli.app._Group), only faster."""
     import typer.main
     import typer.testing
-
-    from cli.app import app
+    from envelope_cli.app import app
 
     command = typer.main.get_command(app)
     monkeypatch.setattr(typer.testing, "_get_command", lambda _: command)

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import envelope
+from envelope._format import EncryptedDataKey
+from envelope._suites import SUITES, AlgorithmSuite
 from envelope.errors import KeyringError
-from envelope.format import EncryptedDataKey
-from envelope.suites import SUITES, AlgorithmSuite
 
 ALL_SUITE_IDS = sorted(SUITES)
 COMMITTING_IDS = [s for s in ALL_SUITE_IDS if SUITES[s].committing]
@@ -179,7 +179,7 @@ def replace_at(data: bytes, offset: int, new: bytes) -> bytes:
 def field_map(message: bytes) -> list[tuple[str, int, int]]:
     """Walk a well-formed message and list every field as (name, start, end), in order.
 
-    An implementation of sections 1, 3, 4 and 7.1 written independently of ``envelope.format``, used to
+    An implementation of sections 1, 3, 4 and 7.1 written independently of ``envelope._format``, used to
     check the field names and offsets that the parser reports. The AAD is one field ("encryption context").
     """
     fields: list[tuple[str, int, int]] = []
@@ -271,7 +271,7 @@ def build_message(suite: AlgorithmSuite, data_key: bytes, chunks: Sequence[bytes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-    from envelope import crypto
+    from envelope import _crypto as crypto
     from fuzz.vectors import write_message
 
     context = dict(context or {})

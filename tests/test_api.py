@@ -23,7 +23,7 @@ from helpers import (
 )
 
 import envelope
-from envelope import format as fmt
+from envelope import _format as fmt
 from envelope.errors import (
     AuthenticationError,
     ContextMismatchError,
@@ -170,17 +170,17 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Batches of a few small frames, so small messages cross many batches and really use the threads.
 
     Returns a list that grows by one each time a pipeline starts its threads."""
-    import envelope.stream
+    import envelope._stream
 
-    monkeypatch.setattr(envelope.stream, "BATCH_BYTES", 256)
+    monkeypatch.setattr(envelope._stream, "BATCH_BYTES", 256)
     started: list[int] = []
-    original = envelope.stream._Pipeline._start
+    original = envelope._stream._Pipeline._start
 
     def start(self: Any) -> None:
         started.append(self.threads)
         original(self)
 
-    monkeypatch.setattr(envelope.stream._Pipeline, "_start", start)
+    monkeypatch.setattr(envelope._stream._Pipeline, "_start", start)
     return started
 
 
@@ -237,9 +237,9 @@ def test_bad_signature_on_a_large_body_releases_no_final_frame() -> None:
 def test_tampered_frame_releases_nothing_from_that_frame_on(frame_length: int, count: int, threads: int,
                                                               small_batches: list[int],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import envelope.stream
+    import envelope._stream
 
-    monkeypatch.setattr(envelope.stream, "BATCH_BYTES", 4 * (frame_length + 32))  # 4 frames per batch
+    monkeypatch.setattr(envelope._stream, "BATCH_BYTES", 4 * (frame_length + 32))  # 4 frames per batch
     plaintext = _frames(count, frame_length, tail=5)
     message = envelope.encrypt(plaintext, keyring=KEYRING, frame_length=frame_length)
     contents = [(s, e) for n, s, e in field_map(message) if n == "frame content"]
@@ -333,7 +333,7 @@ class _FixedOs(types.SimpleNamespace):
 def test_threads_give_identical_output(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a fixed message ID and data key, encryption is deterministic: every thread count writes the same."""
     fixed = _FixedOs(urandom=lambda n: bytes([0x5A]) * n)
-    monkeypatch.setattr(envelope.api, "os", fixed)
+    monkeypatch.setattr(envelope._api, "os", fixed)
     keyring = StaticKeyring(bytes(range(32)))
     frame_length = 64 * 1024
     plaintext = os.urandom(9 * 1024 * 1024 + 12345)  # several 4 MiB batches and a partial final frame
@@ -489,12 +489,12 @@ def test_multi_batch_truncation_and_sequence_errors(threads: int) -> None:
 @pytest.fixture
 def parallel_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small batches, so that a message of a few KiB is split into many runs of frames on several threads."""
-    import envelope.api
-    import envelope.stream
+    import envelope._api
+    import envelope._stream
 
-    monkeypatch.setattr(envelope.stream, "BATCH_BYTES", 3 * (64 + 32))
-    monkeypatch.setattr(envelope.api, "BATCH_BYTES", 3 * (64 + 32))
-    monkeypatch.setattr(envelope.api, "default_threads", lambda: 2)
+    monkeypatch.setattr(envelope._stream, "BATCH_BYTES", 3 * (64 + 32))
+    monkeypatch.setattr(envelope._api, "BATCH_BYTES", 3 * (64 + 32))
+    monkeypatch.setattr(envelope._api, "default_threads", lambda: 2)
 
 
 @pytest.mark.parametrize("suite_id", [0x0478, 0x0578, 0x0178])

@@ -1,4 +1,4 @@
-"""The data-key cache (envelope.cache, esdk-format.md section 8) without KMS.
+"""The data-key cache (envelope._cache, esdk-format.md section 8) without KMS.
 
 Every count here is proved with a counting keyring around a raw AES keyring, and the reuse is read back from
 the EDKs in the headers the API wrote. The KMS round swaps in a KMS keyring behind the same ``counted``
@@ -24,10 +24,10 @@ import pytest
 from helpers import esdk_aes_key, esdk_decrypt
 
 import envelope
-import envelope.cache
-from envelope.format import EncryptedDataKey
-from envelope.materials import DecryptionMaterials, DecryptionRequest, EncryptionMaterials, EncryptionRequest
-from envelope.suites import SUITES, AlgorithmSuite, CommitmentPolicy
+import envelope._cache
+from envelope._format import EncryptedDataKey
+from envelope._materials import DecryptionMaterials, DecryptionRequest, EncryptionMaterials, EncryptionRequest
+from envelope._suites import SUITES, AlgorithmSuite, CommitmentPolicy
 
 KIB = 1024
 CONTEXT = {"app": "cache-test", "stage": "unit"}
@@ -626,11 +626,11 @@ def test_cached_materials_cannot_be_changed_in_place(counted: Counted) -> None:
 
 
 def test_module_docstring_example_runs() -> None:
-    result = doctest.testmod(envelope.cache)
+    result = doctest.testmod(envelope._cache)
     assert result.attempted > 0 and result.failed == 0
 
 # ---------------------------------------------------------------------------------------------------------
-# unknown plaintext length: the API reads ahead (envelope.cache module docs, "Unknown plaintext length")
+# unknown plaintext length: the API reads ahead (envelope._cache module docs, "Unknown plaintext length")
 
 
 @contextlib.contextmanager
@@ -685,7 +685,7 @@ def test_a_small_message_of_unknown_length_is_served_from_the_cache(counted: Cou
 def test_a_large_piped_message_gets_its_own_key_and_leaves_the_entry_alone(counted: Counted) -> None:
     manager = caching(counted.keyring, max_messages=3)
     first = encrypt_many(manager, [KIB])[0]
-    data = os.urandom(envelope.cache.READ_AHEAD_BYTES + 1)
+    data = os.urandom(envelope._cache.READ_AHEAD_BYTES + 1)
     with piped(data) as stream:
         big = encrypt_from(stream, manager)
     assert edks_of(big) != edks_of(first)
@@ -700,7 +700,7 @@ def test_a_large_piped_message_gets_its_own_key_and_leaves_the_entry_alone(count
 def test_read_ahead_stops_at_one_mebibyte(counted: Counted, extra: int, cached: bool) -> None:
     manager = caching(counted.keyring)
     first = encrypt_many(manager, [10])[0]
-    data = os.urandom(envelope.cache.READ_AHEAD_BYTES + extra)
+    data = os.urandom(envelope._cache.READ_AHEAD_BYTES + extra)
     with piped(data) as stream:
         message = encrypt_from(stream, manager, frame_length=64 * KIB)
     assert (edks_of(message) == edks_of(first)) is cached
@@ -742,7 +742,7 @@ def test_identity_suites_do_not_read_ahead(counted: Counted) -> None:
             return super().read(n)
 
     encrypt_from(Recording(b"x" * 10), manager, algorithm=0x0078, commitment_policy=FORBID)
-    assert envelope.cache.READ_AHEAD_BYTES + 1 not in reads
+    assert envelope._cache.READ_AHEAD_BYTES + 1 not in reads
     assert (manager.stats.bypass_identity_kdf, manager.stats.bypass_unknown_length) == (1, 0)
 
 
@@ -756,7 +756,7 @@ def test_without_a_caching_manager_nothing_is_read_ahead(counted: Counted) -> No
 
     out = io.BytesIO()
     envelope.encrypt_stream(Recording(b"y" * 10), out, keyring=counted.keyring)  # type: ignore[arg-type]
-    assert envelope.cache.READ_AHEAD_BYTES + 1 not in reads
+    assert envelope._cache.READ_AHEAD_BYTES + 1 not in reads
     assert envelope.decrypt(out.getvalue(), keyring=counted.plain).plaintext == b"y" * 10
 
 

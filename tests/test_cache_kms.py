@@ -25,11 +25,11 @@ from aws_encryption_sdk.identifiers import CommitmentPolicy
 from aws_fixtures import AwsEnv, FaultProxy
 
 import envelope
-from envelope.format import EncryptedDataKey
+from envelope._format import EncryptedDataKey
 
 KIB = 1024
 CONTEXT = {"app": "billing", "stage": "test"}
-CLI = [sys.executable, "-m", "cli.main"]
+CLI = [sys.executable, "-m", "envelope_cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envelope_cli.app import app
+from envelope_cli.streams import Base64Reader, Base64Writer
 from typer.testing import CliRunner
 
 import envelope
-from cli.app import app
-from cli.streams import Base64Reader, Base64Writer
 
 runner = CliRunner()
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import typer.main
+from envelope_cli.app import app
+from envelope_cli.errors import ExitCode
 from typer.testing import CliRunner
-
-from cli.app import app
-from cli.errors import ExitCode
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 COMMAND = typer.main.get_command(app)

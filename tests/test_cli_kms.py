@@ -23,17 +23,17 @@ import aws_encryption_sdk
 import pytest
 from aws_encryption_sdk.identifiers import CommitmentPolicy
 from aws_fixtures import ACCOUNT, REGION, AwsEnv, FaultProxy, refused_endpoint
+from envelope_cli.app import app
 from typer.testing import CliRunner
 
 import envelope
-from cli.app import app
 
 OTHER_REGION = "eu-west-1"
 PLAIN = b"db_password=hunter2\n" * 200
 CONTEXT = ["-c", "app=web", "-c", "stage=prod"]
 # "Some account outside the filter". Built at run time: the repository spells out no account id but moto's.
 PLACEHOLDER_ACCOUNT = "0" * 12
-CLI = [sys.executable, "-m", "cli.main"]
+CLI = [sys.executable, "-m", "envelope_cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
@@ -261,7 +261,7 @@ def test_aws_profile_gives_credentials_and_region(aws_env: AwsEnv, work: Path, m
 
 def test_a_credential_process_starts_with_signals_unblocked(aws_env: AwsEnv, work: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI blocks SIGINT, SIGTERM and SIGHUP in its own threads (cli/signals.py). A program botocore starts for
+    """The CLI blocks SIGINT, SIGTERM and SIGHUP in its threads (envelope_cli/signals.py). A program botocore starts for
     credentials (``credential_process``) must not inherit that mask, or Ctrl-C and ``kill`` could not stop it."""
     arn = aws_env.create_key()
     helper, mask = tmp_path / "credentials.py", tmp_path / "mask"

@@ -1,6 +1,6 @@
 """The CLI as real processes: pipes, /dev/null and FIFOs, terminals, signals, worker processes, start-up.
 
-Commands run as ``sys.executable -m cli.main`` (what the ``envelope`` console script calls), which works from
+Commands run as ``sys.executable -m envelope_cli.main`` (what the ``envelope`` console script calls), which works from
 a fresh clone after ``pip install -e .``.
 """
 
@@ -24,7 +24,7 @@ from helpers import partial_output_bytes, unnamed_files_work
 
 import envelope
 
-CLI = [sys.executable, "-m", "cli.main"]
+CLI = [sys.executable, "-m", "envelope_cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -268,11 +268,11 @@ def test_sigterm_stops_the_workers_and_keeps_finished_files(tmp_path: Path, key:
 
 
 def test_programs_the_cli_starts_get_the_signals_unblocked() -> None:
-    """cli/signals.py blocks SIGINT, SIGTERM and SIGHUP in the CLI's threads; a child started through
+    """cli/envelope_cli/signals.py blocks SIGINT, SIGTERM and SIGHUP in the CLI's threads; a child started through
     subprocess.Popen (keywords, or arguments up to its 7th positional, preexec_fn) starts with them unblocked,
     and a caller's own preexec_fn is left alone."""
     probe = (
-        "import subprocess, sys\nfrom cli import signals\nsignals.install()\n"
+        "import subprocess, sys\nfrom envelope_cli import signals\nsignals.install()\n"
         "read = ['grep', 'SigBlk', '/proc/self/status']\n"
         "print(subprocess.run(read, capture_output=True).stdout.decode().split()[1])\n"
         "p = subprocess.Popen(read, -1, None, None, subprocess.PIPE, None)\n"
@@ -293,7 +293,7 @@ def test_programs_the_cli_starts_get_the_signals_unblocked() -> None:
 
 
 def _modules_after(*args: str, cwd: Path) -> set[str]:
-    probe = ("import sys\nsys.argv = ['envelope', *sys.argv[1:]]\nfrom cli.main import run\n"
+    probe = ("import sys\nsys.argv = ['envelope', *sys.argv[1:]]\nfrom envelope_cli.main import run\n"
              "try:\n    run()\nexcept SystemExit:\n    pass\n"
              "sys.stderr.write('\\nMODULES ' + ' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n")
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, timeout=60, cwd=cwd,
@@ -303,11 +303,11 @@ def _modules_after(*args: str, cwd: Path) -> set[str]:
 
 def test_start_up_imports_only_what_is_needed(tmp_path: Path, key: Path, keyring: envelope.Keyring) -> None:
     version = _modules_after("--version", cwd=tmp_path)
-    assert "cli" in version and not version & {"typer", "envelope", "rich", "cryptography"}
+    assert "envelope_cli" in version and not version & {"typer", "envelope", "rich", "cryptography"}
     (tmp_path / "m").write_bytes(envelope.encrypt(b"x" * 1024, keyring=keyring))
     decrypt = _modules_after("decrypt", "m", "-k", str(key), "-o", "out", cwd=tmp_path)
     assert (tmp_path / "out").read_bytes() == b"x" * 1024
-    assert {"typer", "envelope", "cli"} <= decrypt
+    assert {"typer", "envelope", "envelope_cli"} <= decrypt
     assert not decrypt & {"rich", "boto3", "botocore", "pydantic", "aws_encryption_sdk", "multiprocessing"}, decrypt
 
 

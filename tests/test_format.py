@@ -1,4 +1,4 @@
-"""envelope.format: pure parsing and serialising (esdk-format.md sections 1, 3, 4, 6.1, 7.1, 9).
+"""envelope._format: pure parsing and serialising (esdk-format.md sections 1, 3, 4, 6.1, 7.1, 9).
 
 Every rejection must be a FormatError that names the field and its byte offset from the start of the
 message; offsets are checked against ``helpers.field_map``, a layout walker written independently of the
@@ -23,9 +23,9 @@ from helpers import (
 )
 
 import envelope
-from envelope import format as fmt
+from envelope import _format as fmt
+from envelope._suites import SUITES
 from envelope.errors import FormatError, PolicyError, TruncatedError, UsageError
-from envelope.suites import SUITES
 
 KEY = bytes(range(32))
 KEYRING = envelope.RawAesKeyring("ns", "key", KEY)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envelope import format as fmt
+from envelope import _format as fmt
 from envelope.errors import FormatError
 from fuzz import targets, vectors
 
@@ -105,9 +105,9 @@ def test_targets_fail_on_foreign_exceptions_and_broken_round_trips(monkeypatch: 
         targets.header(seed)
     monkeypatch.undo()
 
-    import envelope.api
+    import envelope._api
 
-    monkeypatch.setattr(envelope.api, "read_header", raises_value_error)
+    monkeypatch.setattr(envelope._api, "read_header", raises_value_error)
     with pytest.raises(ValueError):
         targets.decrypt(seed)
     monkeypatch.undo()

@@ -20,18 +20,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from envelope_cli.app import app
 from helpers import field_map
 from typer.testing import CliRunner
 
-from cli.app import app
-from envelope import format as fmt
+from envelope import _format as fmt
 from fuzz import vectors
 
 runner = CliRunner()
 
 
 pytestmark = pytest.mark.usefixtures("fast_cli")
-CLI = [sys.executable, "-m", "cli.main"]
+CLI = [sys.executable, "-m", "envelope_cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["0x0478", "0x0578", "0x0178"]
 PLAINTEXT = bytes(range(256))[:200]  # 3 regular frames of 64 bytes and a final frame of 8

@@ -17,13 +17,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from envelope_cli.app import app
 from typer.testing import CliRunner
 
 import envelope
 from benchmarks.hostile import CASES, Case, HostileSource, measure, run_case
-from cli.app import app
-from envelope.api import DEFAULT_MAX_ENCRYPTED_DATA_KEYS, DEFAULT_MAX_FRAME_LENGTH, DEFAULT_MAX_HEADER_LENGTH
-from envelope.format import parse_header
+from envelope._api import DEFAULT_MAX_ENCRYPTED_DATA_KEYS, DEFAULT_MAX_FRAME_LENGTH, DEFAULT_MAX_HEADER_LENGTH
+from envelope._format import parse_header
 from fuzz.vectors import KEYRING
 
 MiB = 1024 * 1024
@@ -128,7 +128,7 @@ def test_a_small_header_limit_holds_even_when_the_header_fits_in_the_first_read(
 def test_batch_buffers_stay_bounded_for_any_frame_length(frame_length: int) -> None:
     """A batch is sized by wire bytes: tiny frames (32 bytes of overhead each) must not multiply the buffers
     (sizing by plaintext once mapped 132 MiB per slot at frame length 1)."""
-    from envelope import stream
+    from envelope import _stream as stream
 
     per_batch, slots = stream._slot_count(frame_length, threads=1)
     slot_bytes = per_batch * (frame_length + stream.REGULAR_OVERHEAD)

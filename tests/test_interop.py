@@ -47,12 +47,12 @@ from helpers import (
 )
 
 import envelope
-from envelope import format as fmt
-from envelope.stream import BATCH_BYTES
-from envelope.suites import SUITES
+from envelope import _format as fmt
+from envelope._stream import BATCH_BYTES
+from envelope._suites import SUITES
 
 # Larger than the default and than the frame engine's batch, so each frame is a batch of its own (another
-# code path in envelope.stream); a multiple of 128 so that the ESDK can write it.
+# code path in envelope._stream); a multiple of 128 so that the ESDK can write it.
 LARGE = max(4 * envelope.DEFAULT_FRAME_LENGTH, BATCH_BYTES + 128)
 FRAMES = {"envelope": (100, envelope.DEFAULT_FRAME_LENGTH, LARGE),
           "esdk": (128, envelope.DEFAULT_FRAME_LENGTH, LARGE)}

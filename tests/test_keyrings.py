@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from helpers import RSA_PADDINGS, rsa_private_pem, rsa_public_pem
 
 import envelope
-from envelope import format as fmt
+from envelope import _format as fmt
+from envelope._keyrings import generate_aes_key_file, generate_rsa_key_file, parse_key_file, write_key_file
+from envelope._suites import SUITES
 from envelope.errors import KeyFileError, KeyringError, UsageError
-from envelope.keyrings import generate_aes_key_file, generate_rsa_key_file, parse_key_file, write_key_file
-from envelope.suites import SUITES
 
 SUITE = SUITES[0x0478]
 CONTEXT = {"tenant": "a", "\u00fcber": "\u2713"}

@@ -16,9 +16,9 @@ import pytest
 from aws_fixtures import ACCOUNT, REGION, AwsEnv, FaultProxy
 
 import envelope
-from envelope.format import EncryptedDataKey
-from envelope.keyrings.kms import new_kms_client
-from envelope.suites import SUITES
+from envelope._format import EncryptedDataKey
+from envelope._keyrings.kms import new_kms_client
+from envelope._suites import SUITES
 
 OTHER_REGION = "eu-west-1"
 PLAINTEXT = b"db_password=hunter2\n" * 50

@@ -22,13 +22,13 @@ import pytest
 from aws_fixtures import REGION, AwsEnv, FaultProxy, refused_endpoint
 
 import envelope
-from envelope.keyrings.kms import (
+from envelope._keyrings.kms import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_READ_TIMEOUT,
     new_kms_client,
 )
-from envelope.suites import SUITES
+from envelope._suites import SUITES
 
 PLAINTEXT = b"config bundle\n" * 100
 CONTEXT = {"app": "billing"}

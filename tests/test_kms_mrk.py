@@ -22,9 +22,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import envelope
-from envelope.format import EncryptedDataKey
-from envelope.keyrings.arn import is_mrk_identifier, mrk_match, parse_arn, try_parse_arn
-from envelope.suites import SUITES
+from envelope._format import EncryptedDataKey
+from envelope._keyrings.arn import is_mrk_identifier, mrk_match, parse_arn, try_parse_arn
+from envelope._suites import SUITES
 
 ACCOUNT = "123456789012"
 EAST, WEST, SOUTH = "us-east-1", "eu-west-1", "ap-southeast-2"

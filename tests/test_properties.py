@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import envelope
-from envelope import format as fmt
+from envelope import _format as fmt
+from envelope._suites import SUITES
 from envelope.errors import EnvelopeError, FormatError
-from envelope.suites import SUITES
 
 KEY = bytes(range(32))
 KEYRING = envelope.RawAesKeyring("ns", "prop", KEY)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from envelope.keyrings.keyfile import generate_aes_key_file, write_key_file
+from envelope._keyrings.keyfile import generate_aes_key_file, write_key_file
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

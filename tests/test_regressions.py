@@ -14,12 +14,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from envelope_cli.app import app
 from helpers import esdk_aes_key, esdk_decrypt
 from typer.testing import CliRunner
 
 import envelope
-from cli.app import app
-from envelope import format as fmt
+from envelope import _format as fmt
 from envelope.errors import EnvelopeError
 from fuzz import vectors
 from fuzz.targets import Trickle

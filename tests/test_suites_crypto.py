@@ -27,17 +27,17 @@ from helpers import (
 )
 
 import envelope
-from envelope import crypto
-from envelope import format as fmt
-from envelope.errors import AuthenticationError, FormatError, PolicyError, UsageError
-from envelope.materials import (
+from envelope import _crypto as crypto
+from envelope import _format as fmt
+from envelope._materials import (
     DecryptionMaterials,
     DecryptionRequest,
     DefaultMaterialsManager,
     EncryptionMaterials,
     EncryptionRequest,
 )
-from envelope.suites import SUITES, AlgorithmSuite, CommitmentPolicy, resolve_policy, resolve_suite
+from envelope._suites import SUITES, AlgorithmSuite, CommitmentPolicy, resolve_policy, resolve_suite
+from envelope.errors import AuthenticationError, FormatError, PolicyError, UsageError
 
 KEYRING = envelope.RawAesKeyring("ns", "suites", bytes(range(32)))
 P384_ORDER = int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16)
@@ -156,7 +156,7 @@ def test_commitment_policy_on_decrypt(policy: CommitmentPolicy, one_message_per_
 
 
 def _hkdf(hash_name: str, ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
-    """RFC 5869 written out with hmac, independent of envelope.crypto."""
+    """RFC 5869 written out with hmac, independent of envelope._crypto."""
     size = hashlib.new(hash_name).digest_size
     prk = hmac.new(salt or bytes(size), ikm, hash_name).digest()
     out, block, counter = b"", b"", 1

@@ -22,7 +22,7 @@ from helpers import (
 )
 
 import envelope
-from envelope import format as fmt
+from envelope import _format as fmt
 from envelope.errors import (
     AuthenticationError,
     EnvelopeError,

@@ -27,10 +27,10 @@ import pytest
 from helpers import READ_ANY, StaticKeyring, esdk_aes_key, esdk_decrypt
 
 import envelope
-from envelope import crypto
-from envelope import format as fmt
+from envelope import _crypto as crypto
+from envelope import _format as fmt
+from envelope._suites import SUITES
 from envelope.errors import AuthenticationError, PolicyError
-from envelope.suites import SUITES
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "esdk"
 COMMITMENT = json.loads((VECTORS / "commitment-test-vectors.json").read_text())["tests"]

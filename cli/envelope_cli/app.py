@@ -2,8 +2,8 @@
 
 The library is imported inside the commands, so ``--help`` and ``--version`` never pay for it. Options shared
 by encrypt and decrypt are declared once below; the KMS options (``--region``, ``--grant-token``,
-``--discovery-*``) fold into :class:`cli.keys.KeyOptions`, the cache options (``--cache-*``) into
-:class:`cli.jobs.CacheOptions`, both inside :class:`cli.jobs.Settings`.
+``--discovery-*``) fold into :class:`envelope_cli.keys.KeyOptions`, the cache options (``--cache-*``) into
+:class:`envelope_cli.jobs.CacheOptions`, both inside :class:`envelope_cli.jobs.Settings`.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
 
 
 def _check_policy(policy: str | None) -> None:
-    from envelope.suites import resolve_policy
+    from envelope._suites import resolve_policy
 
     if policy is not None:
         resolve_policy(policy)
@@ -345,7 +345,7 @@ def encrypt(
     Outputs appear only once complete; an existing file is replaced only with --force. Encrypted files keep
     the mode of their input.
     """
-    from envelope.suites import resolve_suite
+    from envelope._suites import resolve_suite
 
     resolve_suite(algorithm)
     _check_policy(commitment_policy)
@@ -480,7 +480,7 @@ def keygen(
     The key file format is described in the README ("Key files").
     """
     from envelope import UsageError
-    from envelope.keyrings import keyfile
+    from envelope._keyrings import keyfile
 
     if rsa is not None and bits is not None:
         raise UsageError("--bits sets the size of an AES key; for RSA give the size with --rsa BITS")

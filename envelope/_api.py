@@ -19,18 +19,17 @@ from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import crypto
-from .errors import ContextMismatchError, FormatError, PolicyError, TruncatedError, UsageError
-from .format import CONTENT_FRAMED, Header, HeaderAuth, parse_header, serialize_header_body
-from .keyrings.base import Keyring
-from .materials import (
+from . import _crypto as crypto
+from ._format import CONTENT_FRAMED, Header, HeaderAuth, parse_header, serialize_header_body
+from ._keyrings.base import Keyring
+from ._materials import (
     DecryptionRequest,
     DefaultMaterialsManager,
     EncryptionRequest,
     MaterialsManager,
     check_signing_context,
 )
-from .stream import (
+from ._stream import (
     BATCH_BYTES,
     Source,
     default_threads,
@@ -43,13 +42,14 @@ from .stream import (
     sealed_length,
     write_all,
 )
-from .suites import (
+from ._suites import (
     AlgorithmSuite,
     CommitmentPolicy,
     check_decrypt_policy,
     resolve_policy,
     resolve_suite,
 )
+from .errors import ContextMismatchError, FormatError, PolicyError, TruncatedError, UsageError
 
 __all__ = [
     "DEFAULT_FRAME_LENGTH",
@@ -213,7 +213,7 @@ def encrypt_stream(
     ``destination`` is written to but neither flushed nor closed. ``plaintext_length`` is optional; when
     given, it is what the data-key cache counts, so input that runs past it is refused (:class:`UsageError`)
     before those bytes are encrypted. When it is not given and the materials manager reads ahead (the caching
-    manager: see :mod:`envelope.cache`), up to its bound is read to learn the length.
+    manager: see :mod:`envelope._cache`), up to its bound is read to learn the length.
     """
     context, suite, frame_length, policy = _encrypt_settings(context, algorithm, frame_length, commitment_policy)
     manager = _manager(keyring, materials_manager)
@@ -221,7 +221,7 @@ def encrypt_stream(
     if plaintext_length is not None and plaintext_length < 0:
         raise UsageError("plaintext_length must be 0 or more")
     src = _DeclaredSource(source)
-    read_ahead_limit = getattr(manager, "read_ahead_limit", None)  # the caching manager (envelope.cache)
+    read_ahead_limit = getattr(manager, "read_ahead_limit", None)  # the caching manager (envelope._cache)
     if plaintext_length is None and read_ahead_limit is not None:
         plaintext_length = _read_ahead(src, read_ahead_limit(EncryptionRequest(context, policy, suite)))
     src.limit = plaintext_length

@@ -69,9 +69,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._format import EncryptedDataKey
+from .._suites import AlgorithmSuite
 from ..errors import KeyringError, KmsError, UsageError
-from ..format import EncryptedDataKey
-from ..suites import AlgorithmSuite
 from .arn import KmsArn, check_key_identifier, mrk_match, try_parse_arn
 
 __all__ = [

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._format import EncryptedDataKey, serialize_context
+from .._suites import AlgorithmSuite
 from ..errors import KeyringError, UsageError
-from ..format import EncryptedDataKey, serialize_context
-from ..suites import AlgorithmSuite
 from .base import RAW_AES_INFO_TAIL, describe_edk, raw_aes_key_name
 
 __all__ = ["RawAesKeyring"]

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ._suites import AlgorithmSuite
 from .errors import AuthenticationError, FormatError, UsageError
-from .suites import AlgorithmSuite
 
 __all__ = [
     "PUBLIC_KEY_CONTEXT_KEY",

@@ -8,9 +8,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .._format import EncryptedDataKey
+from .._suites import AlgorithmSuite
 from ..errors import KeyringError, UsageError
-from ..format import EncryptedDataKey
-from ..suites import AlgorithmSuite
 from .base import describe_edk
 from .raw_aes import check_namespace
 

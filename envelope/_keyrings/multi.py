@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .._format import EncryptedDataKey
+from .._suites import AlgorithmSuite
 from ..errors import KeyringError, UsageError
-from ..format import EncryptedDataKey
-from ..suites import AlgorithmSuite
 from .base import Keyring
 
 __all__ = ["MultiKeyring"]

@@ -13,8 +13,8 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._suites import SUITES, AlgorithmSuite
 from .errors import FormatError, PolicyError, TruncatedError, UsageError
-from .suites import SUITES, AlgorithmSuite
 
 __all__ = [
     "CONTENT_FRAMED",

@@ -1,6 +1,6 @@
 """Running encrypt / decrypt over a plan of (input, output) pairs: one inline, or many in worker processes.
 
-Each job opens its input as a buffered binary file, opens an atomic :class:`~cli.files.Destination` and hands
+Each job opens its input as a buffered binary file, opens an atomic :class:`~envelope_cli.files.Destination` and hands
 both to the library's streaming API, which runs its own read / AES-GCM / write thread pipeline. Many files run
 in worker *processes*: per-file work is mostly Python (header, key wrapping, file system calls) that holds the
 GIL, so threads do not scale (measured: README "Command-line reference", ``--workers``).
@@ -60,7 +60,7 @@ class CacheOptions:
     capacity: int = DEFAULT_CACHE_CAPACITY
 
     def describe(self) -> dict[str, Any]:
-        from envelope.cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES
+        from envelope._cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES
 
         return {"max_age": self.max_age,
                 "max_messages": DEFAULT_MAX_MESSAGES if self.max_messages is None else self.max_messages,
@@ -115,7 +115,7 @@ def build_crypto(settings: Settings) -> Crypto:
     options = settings.cache
     if options is None:
         return Crypto(keyring)
-    from envelope.cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, CachingMaterialsManager, LocalCache
+    from envelope._cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, CachingMaterialsManager, LocalCache
 
     manager = CachingMaterialsManager(
         keyring, LocalCache(options.capacity), max_age=options.max_age,
@@ -141,7 +141,7 @@ def _difference(after: dict[str, int] | None, before: dict[str, int] | None) -> 
 
 def _small(size: int | None) -> bool:
     """Inputs that fit in one batch gain nothing from the library's thread pipeline, only thread start-up."""
-    from envelope.stream import BATCH_BYTES
+    from envelope._stream import BATCH_BYTES
 
     return size is not None and size <= BATCH_BYTES
 
@@ -246,7 +246,7 @@ def _in_processes(jobs: list[Job], settings: Settings, workers: int) -> Iterator
     """Start the workers now and return their outcomes in input order.
 
     Forking happens here, before the progress bar starts its thread; the only other thread is the signal
-    watcher, which holds no lock while it waits (cli/signals.py)."""
+    watcher, which holds no lock while it waits (cli/envelope_cli/signals.py)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

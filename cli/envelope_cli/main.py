@@ -1,4 +1,4 @@
-"""Console-script entry point (``envelope = cli.main:run``); also ``python -m cli.main``.
+"""Console-script entry point (``envelope = envelope_cli.main:run``); also ``python -m envelope_cli.main``.
 
 Start-up matters (scripts and CI jobs run ``envelope`` many times): ``envelope --version`` answers before typer
 is imported, typer is imported only to parse a real command line, and the library, rich and boto3 only by the
@@ -74,7 +74,7 @@ def run() -> None:
         return
     from . import signals
 
-    signals.install()  # before any thread starts: see cli/signals.py
+    signals.install()  # before any thread starts: see cli/envelope_cli/signals.py
     from .app import run as run_app
 
     run_app()

@@ -90,10 +90,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from .errors import UsageError
-from .format import serialize_context
-from .keyrings.base import Keyring
-from .materials import (
+from ._format import serialize_context
+from ._keyrings.base import Keyring
+from ._materials import (
     DecryptionMaterials,
     DecryptionRequest,
     DefaultMaterialsManager,
@@ -101,7 +100,8 @@ from .materials import (
     EncryptionRequest,
     MaterialsManager,
 )
-from .suites import CommitmentPolicy
+from ._suites import CommitmentPolicy
+from .errors import UsageError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -1,6 +1,6 @@
 """The 11 ESDK algorithm suites and the commitment policies, as pure data (esdk-format.md section 2).
 
-No cryptography is imported here: key derivation and signatures live in :mod:`envelope.crypto`.
+No cryptography is imported here: key derivation and signatures live in :mod:`envelope._crypto`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The envelope command-line interface (typer). Entry point: :func:`cli.main.run` (console script ``envelope``).
+"""The envelope command-line interface (typer), installed as ``envelope_cli``. Entry point:
+:func:`envelope_cli.main.run` (console script ``envelope``).
 
 Modules: ``app`` (commands and options), ``keys`` (key SPEC -> keyring), ``files`` (which input goes where,
 atomic outputs), ``jobs`` (running the library over files, worker processes), ``streams`` (base64, input

@@ -1,6 +1,6 @@
 """Materials managers: choose the suite, make signing keys and call the keyring (section 7.4 "Default CMM").
 
-The caching manager (the data-key cache) lives in :mod:`envelope.cache` and wraps one of these.
+The caching manager (the data-key cache) lives in :mod:`envelope._cache` and wraps one of these.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .crypto import PUBLIC_KEY_CONTEXT_KEY, Signer
+from ._crypto import PUBLIC_KEY_CONTEXT_KEY, Signer
+from ._format import EncryptedDataKey
+from ._keyrings.base import Keyring, describe_edk
+from ._suites import AlgorithmSuite, CommitmentPolicy, check_encrypt_policy, default_suite_for
 from .errors import FormatError, KeyringError, KmsError, UsageError
-from .format import EncryptedDataKey
-from .keyrings.base import Keyring, describe_edk
-from .suites import AlgorithmSuite, CommitmentPolicy, check_encrypt_policy, default_suite_for
 
 __all__ = [
     "DecryptionMaterials",

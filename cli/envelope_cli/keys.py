@@ -61,7 +61,7 @@ def _file_keyring(path: str, options: KeyOptions, purpose: Purpose) -> Keyring:
 
 def _kms_keyring(key_id: str, options: KeyOptions, purpose: Purpose) -> Keyring:
     from envelope import UsageError
-    from envelope.keyrings.kms import KmsKeyring
+    from envelope._keyrings.kms import KmsKeyring
 
     if not key_id:
         raise UsageError("key spec 'kms:' needs a key: kms:ARN, kms:KEY-ID or kms:alias/NAME")
@@ -98,7 +98,7 @@ def resolve_spec(spec: str, options: KeyOptions, purpose: Purpose) -> Keyring:
 
 def _discovery_keyring(options: KeyOptions, purpose: Purpose) -> Keyring:
     from envelope import UsageError
-    from envelope.keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring
+    from envelope._keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring
 
     if purpose != "decrypt":
         raise UsageError("--discovery only decrypts: name the KMS keys to encrypt with (--key kms:ID)")

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import AuthenticationError, FormatError, PolicyError, TruncatedError, UsageError
-from .format import (
+from ._format import (
     FINAL_FRAME_MARKER,
     FINAL_FRAME_STRING,
     FRAME_STRING,
@@ -35,6 +34,7 @@ from .format import (
     SINGLE_BLOCK_STRING,
     body_aad,
 )
+from .errors import AuthenticationError, FormatError, PolicyError, TruncatedError, UsageError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

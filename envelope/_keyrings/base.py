@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from ..format import EncryptedDataKey
-from ..suites import AlgorithmSuite
+from .._format import EncryptedDataKey
+from .._suites import AlgorithmSuite
 
 __all__ = ["Keyring", "describe_edk"]
 

@@ -7,7 +7,7 @@ and forked workers inherit the mask) and one watcher thread takes them with ``si
 worker processes, removes the registered temporary files (holding the registry lock, so no new one is
 created), and ends the process with ``os._exit``. Destinations are untouched: a temporary file is renamed
 only after the whole message verified. Where ``sigwait`` does not exist (Windows), a handler raising
-:class:`~cli.errors.Terminated` in the main thread does the same through ``finally`` blocks.
+:class:`~envelope_cli.errors.Terminated` in the main thread does the same through ``finally`` blocks.
 
 A blocked mask is inherited across ``exec``. Programs the CLI starts (botocore runs an AWS ``credential_process``
 through ``subprocess.Popen``) therefore get these signals unblocked again in the child, just before ``exec``;
