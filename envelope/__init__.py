@@ -44,6 +44,7 @@ from .errors import (
     KeyringError,
     KmsError,
     PolicyError,
+    StorageError,
     TruncatedError,
     UsageError,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "PolicyError",
     "RawAesKeyring",
     "RawRsaKeyring",
+    "StorageError",
     "StreamResult",
     "TruncatedError",
     "UsageError",

@@ -9,6 +9,8 @@
     ├── KeyringError           no keyring could produce or open the data key (lists every attempt)
     │   └── KmsError           AWS KMS refused or could not be reached (names the key ARN)
     ├── KeyFileError           a key file is missing or malformed (names the field)
+    ├── StorageError           reading or writing a remote location failed (S3, SSM, Secrets Manager;
+    │                          names the location, e.g. the s3:// URL)
     └── UsageError             an argument is invalid (also a ValueError)
 
 Messages never contain key material or plaintext.
@@ -25,6 +27,7 @@ __all__ = [
     "KeyringError",
     "KmsError",
     "PolicyError",
+    "StorageError",
     "TruncatedError",
     "UsageError",
 ]
@@ -95,6 +98,20 @@ class KmsError(KeyringError):
 
 class KeyFileError(EnvelopeError):
     """A key file could not be read or does not have the pinned shape."""
+
+
+class StorageError(EnvelopeError):
+    """A remote location (an S3 object, an SSM parameter, a secret) could not be read or written.
+
+    ``location`` names it as the user wrote it (``s3://bucket/key``, ``ssm:/name``, ...); ``code`` is the AWS
+    error code or one of ours (``EndpointUnreachable``, ``NoCredentials``, ``TooLarge``, ...). The message
+    never holds a secret value. The CLI maps it to the I/O exit code (4), like a file that cannot be read.
+    """
+
+    def __init__(self, message: str, location: str | None = None, code: str | None = None) -> None:
+        self.location = location
+        self.code = code
+        super().__init__(message)
 
 
 class UsageError(EnvelopeError, ValueError):

@@ -5,7 +5,8 @@
        PolicyError including ContextMismatchError)
     2  usage error (bad option, UsageError, KeyFileError, a destination that exists, a folder given for a file)
     3  no key could open or make the data key (KeyringError, KmsError)
-    4  an I/O error (missing input, unwritable output, disk full): OSError
+    4  an I/O error (missing input, unwritable output, disk full, an S3 object or parameter that cannot be read
+       or written): OSError, StorageError
     70 an unexpected error (a bug); 130 / 143 interrupted by SIGINT / SIGTERM
     141 the output pipe was closed by its reader (``envelope decrypt ... | head``): no message, like a
        process killed by SIGPIPE, after the usual clean-up
@@ -68,6 +69,8 @@ def _library_code(exc: BaseException) -> ExitCode | None:
         return ExitCode.MESSAGE
     if isinstance(exc, (errors.UsageError, errors.KeyFileError)):
         return ExitCode.USAGE
+    if isinstance(exc, errors.StorageError):
+        return ExitCode.IO
     if isinstance(exc, errors.EnvelopeError):
         return ExitCode.MESSAGE
     return None

@@ -67,8 +67,21 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from .._aws import (
+    CREDENTIAL_CODES,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RETRY_MODE,
+    THROTTLING_CODES,
+    aws_message,
+    client_config,
+    new_client,
+    new_session,
+    safe_endpoint,
+    transport_reason,
+)
 from .._format import EncryptedDataKey
 from .._suites import AlgorithmSuite
 from ..errors import KeyringError, KmsError, UsageError
@@ -85,98 +98,34 @@ __all__ = [
     "KmsDiscoveryKeyring",
     "KmsKeyring",
     "kms_client_config",
-    "new_boto3_session",
     "new_kms_client",
 ]
 
 PROVIDER_ID = "aws-kms"
-DEFAULT_RETRY_MODE = "standard"
-DEFAULT_MAX_ATTEMPTS = 5  # total attempts, the first one included
-DEFAULT_CONNECT_TIMEOUT = 2.0  # seconds per attempt; a TCP/TLS connect to KMS takes milliseconds
-DEFAULT_READ_TIMEOUT = 5.0  # seconds per attempt; KMS answers in tens of milliseconds
 
 #: Region -> boto3 KMS client.
 ClientFactory = Callable[[str], Any]
 
-_THROTTLING_CODES = frozenset({
-    "ThrottlingException", "Throttling", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "RequestLimitExceeded", "LimitExceededException", "RequestThrottled",
-    "SlowDown", "EC2ThrottledException", "BandwidthLimitExceeded",
-})
-_CREDENTIAL_CODES = frozenset({
-    "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException",
-    "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "MissingAuthenticationToken",
-})
-
 
 # ---------------------------------------------------------------------------------------------------------
-# clients
+# clients (the shared AWS plumbing is envelope/_aws.py)
 
 
 def kms_client_config(*, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                       read_timeout: float = DEFAULT_READ_TIMEOUT, botocore_session: Any = None) -> Any:
-    """The ``botocore.config.Config`` envelope gives its KMS clients.
-
-    Retry mode and total attempts come from ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` or the AWS config file
-    when set there, else ``standard`` and :data:`DEFAULT_MAX_ATTEMPTS`.
-    """
-    import botocore.session
-    from botocore.config import Config
-
-    session = botocore_session if botocore_session is not None else botocore.session.get_session()
-    try:
-        mode = session.get_config_variable("retry_mode") or DEFAULT_RETRY_MODE
-        attempts = session.get_config_variable("max_attempts")
-    except ValueError as exc:
-        raise UsageError(f"invalid AWS retry setting (AWS_MAX_ATTEMPTS / max_attempts): {exc}") from exc
-    attempts = DEFAULT_MAX_ATTEMPTS if attempts is None else int(attempts)
-    if mode not in ("standard", "adaptive", "legacy"):
-        raise UsageError(f"AWS_RETRY_MODE / retry_mode must be standard, adaptive or legacy, not {mode!r}")
-    if attempts < 1:
-        raise UsageError(f"AWS_MAX_ATTEMPTS / max_attempts must be at least 1, not {attempts}")
-    if connect_timeout <= 0 or read_timeout <= 0:
-        raise UsageError("KMS connect and read timeouts must be positive")
-    return Config(retries={"mode": mode, "total_max_attempts": attempts},
-                  connect_timeout=connect_timeout, read_timeout=read_timeout,
-                  user_agent_extra="envelope-crypt")
-
-
-_loader_lock = threading.Lock()
-_shared_loader: Any = None
-
-
-def new_boto3_session() -> Any:
-    """A new ``boto3.session.Session`` (standard credential chain, ``AWS_PROFILE``, region from the environment).
-
-    Sessions share one botocore data loader, so a new session does not parse the service models again: each
-    keyring has its own session (credentials and settings read when it is first used) at a small cost.
-    """
-    global _shared_loader
-    import boto3.session
-    import botocore.session
-
-    core = botocore.session.get_session()
-    with _loader_lock:
-        if _shared_loader is None:
-            _shared_loader = core.get_component("data_loader")
-        else:
-            core.register_component("data_loader", _shared_loader)
-    return boto3.session.Session(botocore_session=core)
+    """The ``botocore.config.Config`` envelope gives its KMS clients (:func:`envelope._aws.client_config`)."""
+    return client_config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                         botocore_session=botocore_session)
 
 
 def new_kms_client(region: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                    read_timeout: float = DEFAULT_READ_TIMEOUT, session: Any = None) -> Any:
-    """A boto3 KMS client for ``region`` with envelope's retry and timeout defaults (:func:`kms_client_config`).
+    """A boto3 KMS client for ``region`` with envelope's retry and timeout defaults.
 
-    ``session`` is a ``boto3.session.Session`` (default: :func:`new_boto3_session`, i.e. the standard
-    credential chain and ``AWS_PROFILE``). ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_KMS`` are honoured by
-    boto3 itself.
+    ``session`` is a ``boto3.session.Session`` (default: a new one, i.e. the standard credential chain and
+    ``AWS_PROFILE``). ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_KMS`` are honoured by boto3 itself.
     """
-    if session is None:
-        session = new_boto3_session()
-    config = kms_client_config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                               botocore_session=session._session)
-    return session.client("kms", region_name=region, config=config)
+    return new_client("kms", region, session=session, connect_timeout=connect_timeout, read_timeout=read_timeout)
 
 
 class _Clients:
@@ -211,7 +160,7 @@ class _Clients:
     def _boto3_session(self) -> Any:
         # callers hold self._lock
         if self._session is None:
-            self._session = new_boto3_session()
+            self._session = new_session()
         return self._session
 
     def _session_region(self) -> str | None:
@@ -254,12 +203,7 @@ class _Clients:
 
 
 def _make_client(region: str, session: Callable[[], Any], connect_timeout: float, read_timeout: float) -> Any:
-    from botocore.exceptions import BotoCoreError
-
-    try:
-        return new_kms_client(region, connect_timeout=connect_timeout, read_timeout=read_timeout, session=session())
-    except BotoCoreError as exc:  # a missing AWS_PROFILE, invalid retry configuration, bad region name, ...
-        raise UsageError(f"cannot create an AWS KMS client for region {region}: {exc}") from exc
+    return new_kms_client(region, connect_timeout=connect_timeout, read_timeout=read_timeout, session=session())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -277,19 +221,6 @@ def _watch_attempts(client: Any) -> None:
     events = getattr(getattr(client, "meta", None), "events", None)
     if events is not None:
         events.register("before-send.kms", _count_attempt, unique_id="envelope-kms-attempt-counter")
-
-
-def _endpoint(client: Any) -> str:
-    url = str(getattr(getattr(client, "meta", None), "endpoint_url", None) or "the AWS KMS endpoint")
-    parts = urlsplit(url)
-    if parts.username or parts.password:  # never echo credentials embedded in a URL
-        parts = parts._replace(netloc=parts.hostname or "")
-    return urlunsplit(parts)
-
-
-def _aws_message(error: Mapping[str, Any]) -> str:
-    text = " ".join(str(error.get("Message") or "").split())
-    return f": {text[:300]}" if text else ""
 
 
 def _call(client: Any, operation: str, key: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -329,9 +260,9 @@ def _client_error(exc: Any, client: Any, operation: str, key: str) -> KmsError:
     response = getattr(exc, "response", None) or {}
     error = response.get("Error") or {}
     code = str(error.get("Code") or "Unknown")
-    detail = _aws_message(error)
+    detail = aws_message(error)
     after = _after(_attempts(response))
-    if code in _THROTTLING_CODES:
+    if code in THROTTLING_CODES:
         quota = " (retry quota exhausted)" if (response.get("ResponseMetadata") or {}).get("RetryQuotaReached") else ""
         message = (f"AWS KMS {operation} for {key} throttled{after or ' (attempts unknown)'}{quota}; retry later, "
                    f"raise AWS_MAX_ATTEMPTS, or cache data keys")
@@ -351,7 +282,7 @@ def _client_error(exc: Any, client: Any, operation: str, key: str) -> KmsError:
         message = f"AWS KMS key {key} is not usable in its current state (pending deletion?){detail}"
     elif code == "InvalidKeyUsageException":
         message = f"AWS KMS key {key} cannot be used for {operation} (not a symmetric encryption key){detail}"
-    elif code in _CREDENTIAL_CODES:
+    elif code in CREDENTIAL_CODES:
         message = f"AWS rejected the credentials for KMS {operation} with key {key} ({code}){detail}"
     else:
         message = f"AWS KMS refused {operation} with key {key}{after} ({code}){detail}"
@@ -359,31 +290,17 @@ def _client_error(exc: Any, client: Any, operation: str, key: str) -> KmsError:
 
 
 def _transport_error(exc: Any, client: Any, operation: str, key: str) -> KmsError:
-    from botocore import exceptions as bx
-
-    endpoint = _endpoint(client)
-    after = _after(_attempts(None))
-    config = getattr(getattr(client, "meta", None), "config", None)
-    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
-        return KmsError(f"no usable AWS credentials for KMS {operation} with key {key} (set AWS_PROFILE or "
-                        f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an IAM role)",
-                        key_id=key, code="NoCredentials")
-    if isinstance(exc, bx.ConnectTimeoutError):
-        seconds = getattr(config, "connect_timeout", None)
-        within = f" within {seconds:g} s" if isinstance(seconds, (int, float)) else ""
-        reason, code = f"could not connect{within}", "ConnectTimeout"
-    elif isinstance(exc, bx.ReadTimeoutError):
-        seconds = getattr(config, "read_timeout", None)
-        within = f" within {seconds:g} s" if isinstance(seconds, (int, float)) else ""
-        reason, code = f"no answer{within}", "ReadTimeout"
-    elif isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
-        reason, code = "connection refused, reset or unreachable", "EndpointUnreachable"
-    else:
+    found = transport_reason(exc, client)
+    if found is None:
         # str(exc) may hold request parameters (ParamValidationError shows values): name the type only.
         return KmsError(f"AWS KMS {operation} with key {key} failed: {type(exc).__name__}",
                         key_id=key, code=type(exc).__name__)
-    return KmsError(f"could not reach AWS KMS at {endpoint} for {operation} with key {key}{after}: {reason}",
-                    key_id=key, code=code)
+    reason, code = found
+    if code == "NoCredentials":
+        return KmsError(f"{reason} for KMS {operation} with key {key}", key_id=key, code=code)
+    endpoint = safe_endpoint(client, "the AWS KMS endpoint")
+    return KmsError(f"could not reach AWS KMS at {endpoint} for {operation} with key {key}{_after(_attempts(None))}: "
+                    f"{reason}", key_id=key, code=code)
 
 
 def _blob(response: Mapping[str, Any], field: str, operation: str, key: str) -> bytes:

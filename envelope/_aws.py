@@ -1,0 +1,175 @@
+"""AWS plumbing shared by every service envelope calls (KMS, S3, SSM, Secrets Manager): sessions, client
+configuration, and the vocabulary for describing what went wrong. No service logic lives here.
+
+boto3 and botocore are imported inside the functions, never at module import, so local-key runs never load
+them.
+
+Clients use the standard credential chain (``AWS_PROFILE``, environment, instance role, ...) and honour
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``. Retries: botocore ``standard`` mode with
+:data:`DEFAULT_MAX_ATTEMPTS` attempts in all, unless ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` (or
+``retry_mode`` / ``max_attempts`` in the AWS config file) say otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import UsageError
+
+__all__ = [
+    "CREDENTIAL_CODES",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_RETRY_MODE",
+    "NOT_FOUND_CODES",
+    "THROTTLING_CODES",
+    "ACCESS_DENIED_CODES",
+    "aws_message",
+    "client_config",
+    "error_code",
+    "new_client",
+    "new_session",
+    "safe_endpoint",
+    "transport_reason",
+]
+
+DEFAULT_RETRY_MODE = "standard"
+DEFAULT_MAX_ATTEMPTS = 5  # total attempts, the first one included
+DEFAULT_CONNECT_TIMEOUT = 2.0  # seconds per attempt; a TCP/TLS connect to an AWS endpoint takes milliseconds
+DEFAULT_READ_TIMEOUT = 5.0  # seconds per attempt for small API calls (KMS, SSM); S3 transfers pass their own
+
+THROTTLING_CODES = frozenset({
+    "ThrottlingException", "Throttling", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "LimitExceededException", "RequestThrottled",
+    "SlowDown", "EC2ThrottledException", "BandwidthLimitExceeded",
+})
+CREDENTIAL_CODES = frozenset({
+    "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException",
+    "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "MissingAuthenticationToken",
+    "InvalidAccessKeyId", "ExpiredToken", "TokenRefreshRequired",
+})
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "403", "Forbidden"})
+NOT_FOUND_CODES = frozenset({
+    "NotFoundException", "NoSuchKey", "NoSuchBucket", "404", "NotFound", "ParameterNotFound",
+    "ParameterVersionNotFound", "ResourceNotFoundException",
+})
+
+
+def client_config(*, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
+                  botocore_session: Any = None, **extra: Any) -> Any:
+    """The ``botocore.config.Config`` envelope gives its clients (``extra``: more Config fields).
+
+    Retry mode and total attempts come from ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` or the AWS config file
+    when set there, else ``standard`` and :data:`DEFAULT_MAX_ATTEMPTS`.
+    """
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore_session if botocore_session is not None else botocore.session.get_session()
+    try:
+        mode = session.get_config_variable("retry_mode") or DEFAULT_RETRY_MODE
+        attempts = session.get_config_variable("max_attempts")
+    except ValueError as exc:
+        raise UsageError(f"invalid AWS retry setting (AWS_MAX_ATTEMPTS / max_attempts): {exc}") from exc
+    attempts = DEFAULT_MAX_ATTEMPTS if attempts is None else int(attempts)
+    if mode not in ("standard", "adaptive", "legacy"):
+        raise UsageError(f"AWS_RETRY_MODE / retry_mode must be standard, adaptive or legacy, not {mode!r}")
+    if attempts < 1:
+        raise UsageError(f"AWS_MAX_ATTEMPTS / max_attempts must be at least 1, not {attempts}")
+    if connect_timeout <= 0 or read_timeout <= 0:
+        raise UsageError("AWS connect and read timeouts must be positive")
+    return Config(retries={"mode": mode, "total_max_attempts": attempts},
+                  connect_timeout=connect_timeout, read_timeout=read_timeout,
+                  user_agent_extra="envelope-crypt", **extra)
+
+
+_loader_lock = threading.Lock()
+_shared_loader: Any = None
+
+
+def new_session() -> Any:
+    """A new ``boto3.session.Session`` (standard credential chain, ``AWS_PROFILE``, region from the environment).
+
+    Sessions share one botocore data loader, so a new session does not parse the service models again.
+    """
+    global _shared_loader
+    import boto3.session
+    import botocore.session
+
+    core = botocore.session.get_session()
+    with _loader_lock:
+        if _shared_loader is None:
+            _shared_loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _shared_loader)
+    return boto3.session.Session(botocore_session=core)
+
+
+def new_client(service: str, region: str | None = None, *, session: Any = None,
+               connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
+               **extra: Any) -> Any:
+    """A boto3 client for ``service`` with envelope's retry and timeout defaults (:func:`client_config`).
+
+    ``session``: a ``boto3.session.Session`` (default: :func:`new_session`). ``region`` None: the session's.
+    Configuration problems (an unknown ``AWS_PROFILE``, a bad retry setting) are :class:`UsageError`.
+    """
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        if session is None:
+            session = new_session()
+        config = client_config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                               botocore_session=session._session, **extra)
+        return session.client(service, region_name=region, config=config)
+    except BotoCoreError as exc:
+        where = f" for region {region}" if region else ""
+        raise UsageError(f"cannot create an AWS {service} client{where}: {exc}") from exc
+
+
+def error_code(exc: Any) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``NoSuchKey``, ``AccessDenied``, ``404``, ...)."""
+    response = getattr(exc, "response", None) or {}
+    return str((response.get("Error") or {}).get("Code") or "Unknown")
+
+
+def safe_endpoint(client: Any, default: str = "the AWS endpoint") -> str:
+    """The client's endpoint URL, without credentials embedded in it."""
+    url = str(getattr(getattr(client, "meta", None), "endpoint_url", None) or default)
+    parts = urlsplit(url)
+    if parts.username or parts.password:  # never echo credentials embedded in a URL
+        parts = parts._replace(netloc=parts.hostname or "")
+    return urlunsplit(parts)
+
+
+def aws_message(error: Mapping[str, Any]) -> str:
+    """``": <AWS's message>"`` (whitespace folded, cut to 300 characters), or "" when there is none."""
+    text = " ".join(str(error.get("Message") or "").split())
+    return f": {text[:300]}" if text else ""
+
+
+def transport_reason(exc: Any, client: Any) -> tuple[str, str] | None:
+    """(reason, code) for a botocore transport failure: no credentials, connect or read timeout, unreachable.
+
+    None for anything else (the caller names the exception type only: ``str(exc)`` of e.g. a
+    ``ParamValidationError`` shows parameter values, which may be secret)."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        return ("no usable AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run "
+                "with an IAM role)"), "NoCredentials"
+    config = getattr(getattr(client, "meta", None), "config", None)
+    if isinstance(exc, bx.ConnectTimeoutError):
+        seconds = getattr(config, "connect_timeout", None)
+        within = f" within {seconds:g} s" if isinstance(seconds, (int, float)) else ""
+        return f"could not connect{within}", "ConnectTimeout"
+    if isinstance(exc, bx.ReadTimeoutError):
+        seconds = getattr(config, "read_timeout", None)
+        within = f" within {seconds:g} s" if isinstance(seconds, (int, float)) else ""
+        return f"no answer{within}", "ReadTimeout"
+    if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
+        return "connection refused, reset or unreachable", "EndpointUnreachable"
+    return None
