@@ -9,7 +9,7 @@ frame length 2^32 - 1, a non-framed body of 2^36 bytes, frames that stop or skip
 lazily by :class:`HostileSource`, so declaring 12 GB costs nothing. Decrypt runs with the default limits
 (envelope.DEFAULT_MAX_*) unless the case raises one on purpose. Peak RSS is the child's own ``ru_maxrss``,
 reported with its growth over the same process just before the decrypt (interpreter, imports and the source
-already in place). tests/test_hardening_limits.py runs the same cases in-process and checks what is
+already in place). tests/api/test_hardening_limits.py runs the same cases in-process and checks what is
 deterministic: the error class, the bytes read, the keyring calls and the Python allocations (tracemalloc).
 """
 

@@ -70,7 +70,7 @@ def derive_key(suite: AlgorithmSuite, data_key: bytes, message_id: bytes) -> tup
     """Return (data-encryption key, commitment key) for a message; the commitment is b"" unless committing.
 
     Section 2.3 (all three families) and 2.4 (commit key); checked against the KAT vectors' content keys and
-    commitments in tests/test_suites_crypto.py.
+    commitments in tests/suites/test_suites_crypto.py.
     """
     if len(data_key) != suite.key_length:
         raise UsageError(f"suite {suite.hex_id} needs a {suite.key_length}-byte data key, got {len(data_key)}")

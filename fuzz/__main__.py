@@ -10,7 +10,7 @@
 caps each input at 8 KiB, and treats a Python exception that is not an ``envelope.errors`` class, a failed
 assertion, an input taking more than 10 s or a process above 1 GiB RSS as a crash. libFuzzer writes the input
 to ``ARTIFACTS/crash-<sha1>`` (default: ``./fuzz-artifacts``); turn it into a regression vector with
-``vectors --add``, fix the bug, and the vector keeps it fixed (tests/test_regressions.py runs every file).
+``vectors --add``, fix the bug, and the vector keeps it fixed (tests/api/test_regressions.py runs every file).
 Arguments after ``--`` go to libFuzzer as they are (``-- -jobs=2 -workers=2``).
 """
 

@@ -1,5 +1,5 @@
 """Fuzz targets: what must hold for *any* input bytes. atheris runs them (``python -m fuzz run``) and so does
-hypothesis in the normal test suite (``tests/test_fuzz.py``).
+hypothesis in the normal test suite (``tests/format/test_fuzz.py``).
 
 Each target returns normally or raises ``AssertionError`` / a foreign exception, which a fuzzer reports as a
 crash. The only exceptions an input may cause are ``envelope.errors`` classes:

@@ -53,7 +53,7 @@ __all__ = [
     "seed_vectors",
 ]
 
-FOLDER = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "hostile"
+FOLDER = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "hostile"
 KEY_NAMESPACE, KEY_NAME, KEY = "hostile", "vector-key", bytes(range(32))
 KEYRING = envelope.RawAesKeyring(KEY_NAMESPACE, KEY_NAME, KEY)
 #: A second key whose EDK every seed message also carries; the vectors never give it to decrypt.

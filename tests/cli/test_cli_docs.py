@@ -11,7 +11,7 @@ from envelope_cli.app import app
 from envelope_cli.errors import ExitCode
 from typer.testing import CliRunner
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 COMMAND = typer.main.get_command(app)
 COMMANDS = sorted(COMMAND.commands)  # type: ignore[attr-defined]
 runner = CliRunner()

@@ -32,7 +32,7 @@ from envelope import _format as fmt
 from envelope._suites import SUITES
 from envelope.errors import AuthenticationError, PolicyError
 
-VECTORS = Path(__file__).resolve().parent / "vectors" / "esdk"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "esdk"
 COMMITMENT = json.loads((VECTORS / "commitment-test-vectors.json").read_text())["tests"]
 ORACLE = json.loads((VECTORS / "decrypt-oracle-vectors.json").read_text())
 MUST_FAIL = {2, 12, 13, 20, 21}  # section 2.4: "KAT vectors 2, 12, 13, 20 and 21 must fail here"

@@ -11,7 +11,7 @@ import pytest
 
 from envelope._keyrings.keyfile import generate_aes_key_file, write_key_file
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

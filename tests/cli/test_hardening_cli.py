@@ -32,7 +32,7 @@ runner = CliRunner()
 
 pytestmark = pytest.mark.usefixtures("fast_cli")
 CLI = [sys.executable, "-m", "envelope_cli.main"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUITES = ["0x0478", "0x0578", "0x0178"]
 PLAINTEXT = bytes(range(256))[:200]  # 3 regular frames of 64 bytes and a final frame of 8
 READ_ANY = ["--commitment-policy", "require-encrypt-allow-decrypt"]

@@ -25,7 +25,7 @@ from helpers import partial_output_bytes, unnamed_files_work
 import envelope
 
 CLI = [sys.executable, "-m", "envelope_cli.main"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def envelope_cli(*args: str | Path, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

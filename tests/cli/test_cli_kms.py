@@ -34,7 +34,7 @@ CONTEXT = ["-c", "app=web", "-c", "stage=prod"]
 # "Some account outside the filter". Built at run time: the repository spells out no account id but moto's.
 PLACEHOLDER_ACCOUNT = "0" * 12
 CLI = [sys.executable, "-m", "envelope_cli.main"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

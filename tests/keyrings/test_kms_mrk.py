@@ -4,7 +4,7 @@ moto cannot decrypt any MRK ciphertext (toolbox section 1: its blob header keeps
 ``mrk-`` key id, so Decrypt always answers AccessDeniedException). The MRK matching logic is therefore tested
 against ``FakeKms``, a small in-test KMS double injected through ``client_factory``. It is not a mock of boto3:
 it is a second, tiny KMS with real AES-GCM, replicas that share key material, and KMS's error codes. Everything
-else about KMS is tested over real HTTP against moto_server (tests/test_kms*.py).
+else about KMS is tested over real HTTP against moto_server (tests/keyrings/test_kms*.py).
 """
 
 from __future__ import annotations

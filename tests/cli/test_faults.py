@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 import envelope
 
 CLI = [sys.executable, "-m", "envelope_cli.main"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEYRING = envelope.RawAesKeyring("faults", "k", bytes(range(32)))
 OLD = b"the previous version"
 runner = CliRunner()

@@ -18,7 +18,7 @@ import pytest
 from benchmarks import report
 from benchmarks.harness import parse_size
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

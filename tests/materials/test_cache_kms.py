@@ -30,7 +30,7 @@ from envelope._format import EncryptedDataKey
 KIB = 1024
 CONTEXT = {"app": "billing", "stage": "test"}
 CLI = [sys.executable, "-m", "envelope_cli.main"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def edks_of(message: bytes) -> tuple[EncryptedDataKey, ...]:
