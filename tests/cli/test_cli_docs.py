@@ -5,6 +5,8 @@
   runner and through the console script's own entry point.
 - Every command has an example in ``--help``; every option is in ``--help`` (hence in the reference) and has a
   help text; the pinned option names exist.
+- Every ``envelope ...`` command line in the README's and docs' shell blocks parses with the real CLI, so an
+  example cannot use an option that does not exist (or no longer exists).
 - The README documents every exit code and the pinned key-file shapes.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +147,70 @@ def test_top_level_help_lists_commands_options_and_exit_codes() -> None:
     assert "2 usage error; 3 no key could open the data key; 4 I/O error" in flat
     for option in ("--version", "--install-completion", "--show-completion"):
         assert option in reference_block()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command lines in the README and docs/
+
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+_SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "(", ")"}
+
+
+def _shell_blocks(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return re.findall(r"^```(?:bash|sh|shell|console)\n(.*?)^```", text, re.S | re.M)
+
+
+def _envelope_calls(block: str) -> list[list[str]]:
+    """The argument lists of every ``envelope`` (or ``.venv/bin/envelope``) call in a shell block, also inside
+    quoted commands (``ssh host 'envelope decrypt ...'``)."""
+    lexer = shlex.shlex(block.replace("\\\n", " "), posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words, calls = list(lexer), []
+    for i, word in enumerate(words):
+        if " " in word and "envelope " in word:
+            calls += _envelope_calls(word)
+        elif os.path.basename(word) == "envelope" and (i == 0 or words[i - 1] in _SHELL_OPERATORS
+                                                        or "=" in words[i - 1] or words[i - 1] == "\n"):
+            args = []
+            for arg in words[i + 1:]:
+                if arg in _SHELL_OPERATORS:
+                    break
+                args.append(arg)
+            calls.append(args)
+    return calls
+
+
+def _documented_calls() -> list[tuple[str, list[str]]]:
+    found = []
+    for path in DOCS:
+        if path == REFERENCE:
+            continue
+        for block in _shell_blocks(path):
+            for line in block.replace("\\\n", " ").splitlines():
+                found += [(f"{path.relative_to(ROOT)}: {line.strip()}", args) for args in _envelope_calls(line)]
+    return found
+
+
+def test_docs_have_command_lines_to_check() -> None:
+    where = {line.split(":")[0] for line, _ in _documented_calls()}
+    assert {"README.md", "docs/cli.md", "docs/kms.md", "docs/cache.md"} <= where
+
+
+@pytest.mark.parametrize("line, args", _documented_calls(), ids=lambda v: v if isinstance(v, str) else "")
+def test_documented_command_lines_parse(line: str, args: list[str]) -> None:
+    """Parsing checks the command, every option name and the option values' types, without running anything."""
+    assert args, line
+    if args[0].startswith("-"):
+        assert set(args) <= {"--version", "--help", "-h", "--install-completion", "--show-completion"}, line
+        return
+    ctx = COMMAND.make_context("envelope", [args[0]], resilient_parsing=True)
+    command = COMMAND.get_command(ctx, args[0])
+    assert command is not None, f"{line}: no command {args[0]!r}"
+    try:
+        command.make_context(args[0], args[1:], parent=ctx)
+    except Exception as exc:  # noqa: BLE001 - click's usage errors (an unknown option, a bad value), any kind
+        pytest.fail(f"{line}: {type(exc).__name__}: {getattr(exc, 'message', exc)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
