@@ -50,7 +50,7 @@ def _links() -> list[tuple[str, str]]:
 
 def test_pages_have_links() -> None:
     pages = {page for page, _ in _links()}
-    assert {"README.md", "docs/cli.md", "docs/performance.md"} <= pages
+    assert {"README.md", "docs/cli.md", "docs/from-esdk-cli.md", "docs/performance.md"} <= pages
 
 
 @pytest.mark.parametrize("page, target", _links(), ids=lambda v: v)
