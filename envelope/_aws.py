@@ -20,20 +20,26 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import UsageError
 
 __all__ = [
+    "ACCESS_DENIED_CODES",
     "CREDENTIAL_CODES",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETRY_MODE",
     "NOT_FOUND_CODES",
+    "SERVER_ERROR_CODES",
     "THROTTLING_CODES",
-    "ACCESS_DENIED_CODES",
+    "TRANSIENT_CODES",
+    "TRANSPORT_CODES",
     "aws_message",
+    "cached_client",
+    "clear_cached_clients",
     "client_config",
     "error_code",
     "new_client",
     "new_session",
     "safe_endpoint",
+    "storage_error",
     "transport_reason",
 ]
 
@@ -173,3 +179,101 @@ def transport_reason(exc: Any, client: Any) -> tuple[str, str] | None:
     if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
         return "connection refused, reset or unreachable", "EndpointUnreachable"
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# transient failures, and errors of storage services (SSM Parameter Store, Secrets Manager)
+
+#: AWS answered 5xx: the request may succeed when tried again.
+SERVER_ERROR_CODES = frozenset({
+    "InternalServerError", "InternalFailure", "InternalError", "InternalServiceError",
+    "InternalServiceErrorException", "ServiceUnavailable", "ServiceUnavailableException", "KMSInternalException",
+    "DependencyTimeoutException", "RequestTimeout", "RequestTimeoutException", "500", "502", "503", "504",
+})
+#: Our codes for transport failures (:func:`transport_reason`) that may go away when tried again.
+TRANSPORT_CODES = frozenset({"EndpointUnreachable", "ConnectTimeout", "ReadTimeout"})
+#: Everything worth another try once botocore's own attempts are spent (the INIT retry budget of
+#: ``envelope.aws`` uses this): throttling, 5xx answers and transport failures.
+TRANSIENT_CODES = THROTTLING_CODES | SERVER_ERROR_CODES | TRANSPORT_CODES
+
+
+def storage_error(exc: Any, client: Any, *, action: str, location: str, service: str) -> Any:
+    """The :class:`~envelope.errors.StorageError` for a botocore failure of ``action`` on ``location``.
+
+    ``action`` is a phrase (``"read"``, ``"write"``), ``location`` the name as the user wrote it
+    (``ssm:/app/db``), ``service`` the service as people call it (``"SSM Parameter Store"``). The error's
+    ``code`` is AWS's error code, or ours for transport failures (:func:`transport_reason`); AWS's message is
+    kept (it names resources, never values); parameter values never are.
+    """
+    from botocore import exceptions as bx
+
+    from .errors import StorageError
+
+    if isinstance(exc, bx.ClientError):
+        error = (getattr(exc, "response", None) or {}).get("Error") or {}
+        code = error_code(exc)
+        detail = aws_message(error)
+        if code in NOT_FOUND_CODES:
+            message = f"{location} not found ({code}){detail}"
+        elif code in ACCESS_DENIED_CODES:
+            message = f"access denied: {service} refused to {action} {location} (check IAM permissions){detail}"
+        elif code in THROTTLING_CODES:
+            message = f"{service} throttled the {action} of {location} ({code}); retry later"
+        elif code in CREDENTIAL_CODES:
+            message = f"AWS rejected the credentials to {action} {location} ({code}){detail}"
+        else:
+            message = f"{service} refused to {action} {location} ({code}){detail}"
+        return StorageError(message, location=location, code=code)
+    found = transport_reason(exc, client) if isinstance(exc, bx.BotoCoreError) else None
+    if found is None:  # str(exc) of e.g. a ParamValidationError shows values: name the type only
+        return StorageError(f"cannot {action} {location}: {type(exc).__name__}", location=location,
+                            code=type(exc).__name__)
+    reason, code = found
+    if code == "NoCredentials":
+        return StorageError(f"cannot {action} {location}: {reason}", location=location, code=code)
+    endpoint = safe_endpoint(client, f"the {service} endpoint")
+    return StorageError(f"cannot {action} {location}: could not reach {service} at {endpoint}: {reason}",
+                        location=location, code=code)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# process-wide clients (SSM, Secrets Manager, KMS for envelope.aws)
+
+#: The environment variables a client depends on when it is made: a client is reused while they are unchanged.
+_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
+               "AWS_ACCESS_KEY_ID", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_CONFIG_FILE",
+               "AWS_SHARED_CREDENTIALS_FILE")
+_clients_lock = threading.Lock()
+_clients: dict[tuple[str | None, ...], Any] = {}
+
+
+def _endpoint_variable(service: str) -> str:
+    """``AWS_ENDPOINT_URL_<SERVICE ID>`` as botocore spells it (``secretsmanager`` -> ``SECRETS_MANAGER``)."""
+    special = {"secretsmanager": "SECRETS_MANAGER"}
+    return "AWS_ENDPOINT_URL_" + special.get(service, service.upper().replace("-", "_"))
+
+
+def cached_client(service: str, region: str | None = None) -> Any:
+    """A process-wide client for ``service`` in ``region`` (None: the configured region), made once.
+
+    Made by :func:`new_client` (envelope's retries and timeouts) and reused while the AWS settings in the
+    environment it was made from (endpoints, profile, region, access key id, retry settings) are unchanged,
+    so a Lambda function pays for it once per execution environment. Thread-safe.
+    """
+    import os
+
+    key = (service, region, os.environ.get(_endpoint_variable(service)),
+           *(os.environ.get(name) for name in _CLIENT_ENV))
+    with _clients_lock:
+        client = _clients.get(key)
+    if client is None:
+        made = new_client(service, region)
+        with _clients_lock:
+            client = _clients.setdefault(key, made)
+    return client
+
+
+def clear_cached_clients() -> None:
+    """Forget the clients :func:`cached_client` made."""
+    with _clients_lock:
+        _clients.clear()
