@@ -12,13 +12,16 @@ from envelope_cli.errors import ExitCode
 from typer.testing import CliRunner
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+#: Commands documented in docs/secrets.md (issue 14) until README's reference takes them in.
+SECRETS_DOC = Path(__file__).resolve().parents[2] / "docs" / "secrets.md"
+SECRETS_COMMANDS = ("encrypt-env", "exec")
 COMMAND = typer.main.get_command(app)
 COMMANDS = sorted(COMMAND.commands)  # type: ignore[attr-defined]
 runner = CliRunner()
 
 
-def section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
+def section(title: str, doc: Path = README) -> str:
+    text = doc.read_text(encoding="utf-8")
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     assert match, f"README has no '## {title}' section"
     return match.group(1)
@@ -40,12 +43,12 @@ def help_text(*args: str) -> str:
 
 
 def test_the_commands_are_the_pinned_ones() -> None:
-    assert COMMANDS == ["decrypt", "encrypt", "inspect", "keygen"]
+    assert COMMANDS == ["decrypt", "encrypt", "encrypt-env", "exec", "inspect", "keygen"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_option_is_in_help_and_readme(name: str) -> None:
-    reference = section("Command-line reference")
+    reference = section("Command-line reference", SECRETS_DOC if name in SECRETS_COMMANDS else README)
     text = help_text(name)
     assert f"### `envelope {name}`" in reference
     assert "Example" in text  # a short example in every command's help
