@@ -99,7 +99,7 @@ class RetryBudget:
     attempts: int = 4
     base_delay: float = 0.1
     max_delay: float = 2.0
-    deadline: float = 8.0
+    deadline: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
