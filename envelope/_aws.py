@@ -22,6 +22,7 @@ from .errors import UsageError
 __all__ = [
     "ACCESS_DENIED_CODES",
     "CREDENTIAL_CODES",
+    "CoreSession",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_READ_TIMEOUT",
@@ -97,13 +98,33 @@ _loader_lock = threading.Lock()
 _shared_loader: Any = None
 
 
-def new_session() -> Any:
-    """A new ``boto3.session.Session`` (standard credential chain, ``AWS_PROFILE``, region from the environment).
+class CoreSession:
+    """What envelope uses of a ``boto3.session.Session`` (``region_name``, ``client()``, ``_session``), over a plain
+    botocore session. boto3 is not imported for it: ``import boto3`` costs about 40-60 ms of a cold start here
+    (it loads s3transfer), and a KMS, SSM or Secrets Manager client made by botocore is the same client a boto3
+    session makes. S3 clients are the exception: boto3 adds its transfer methods (``upload_fileobj``, ...) to
+    them, so :func:`new_client` makes those through boto3.
+    """
+
+    def __init__(self, botocore_session: Any) -> None:
+        self._session = botocore_session
+
+    @property
+    def region_name(self) -> str | None:
+        region = self._session.get_config_variable("region")
+        return str(region) if region else None
+
+    def client(self, service_name: str, region_name: str | None = None, **kwargs: Any) -> Any:
+        return self._session.create_client(service_name, region_name=region_name, **kwargs)
+
+
+def new_session() -> CoreSession:
+    """A new session (standard credential chain, ``AWS_PROFILE``, region from the environment): a
+    :class:`CoreSession`, which works wherever envelope takes a ``boto3.session.Session``.
 
     Sessions share one botocore data loader, so a new session does not parse the service models again.
     """
     global _shared_loader
-    import boto3.session
     import botocore.session
 
     core = botocore.session.get_session()
@@ -112,16 +133,17 @@ def new_session() -> Any:
             _shared_loader = core.get_component("data_loader")
         else:
             core.register_component("data_loader", _shared_loader)
-    return boto3.session.Session(botocore_session=core)
+    return CoreSession(core)
 
 
 def new_client(service: str, region: str | None = None, *, session: Any = None,
                connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
                **extra: Any) -> Any:
-    """A boto3 client for ``service`` with envelope's retry and timeout defaults (:func:`client_config`).
+    """A client for ``service`` with envelope's retry and timeout defaults (:func:`client_config`).
 
-    ``session``: a ``boto3.session.Session`` (default: :func:`new_session`). ``region`` None: the session's.
-    Configuration problems (an unknown ``AWS_PROFILE``, a bad retry setting) are :class:`UsageError`.
+    ``session``: a ``boto3.session.Session`` or a :class:`CoreSession` (default: :func:`new_session`). ``region``
+    None: the session's. Configuration problems (an unknown ``AWS_PROFILE``, a bad retry setting) are
+    :class:`UsageError`.
     """
     from botocore.exceptions import BotoCoreError
 
@@ -130,6 +152,10 @@ def new_client(service: str, region: str | None = None, *, session: Any = None,
             session = new_session()
         config = client_config(connect_timeout=connect_timeout, read_timeout=read_timeout,
                                botocore_session=session._session, **extra)
+        if service == "s3" and isinstance(session, CoreSession):  # boto3's S3 transfer methods
+            import boto3.session
+
+            session = boto3.session.Session(botocore_session=session._session)
         return session.client(service, region_name=region, config=config)
     except BotoCoreError as exc:
         where = f" for region {region}" if region else ""

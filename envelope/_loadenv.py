@@ -57,7 +57,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import sys
 import threading
 import time
@@ -110,6 +109,11 @@ class RetryBudget:
                 raise UsageError(f"RetryBudget.{name} must be a number of seconds, at least 0")
 
 
+def _jitter() -> float:
+    """A uniform number in [0, 1) (``random`` is not imported for it: start-up time is what INIT pays)."""
+    return int.from_bytes(os.urandom(7), "big") / 2**56
+
+
 #: Seams for tests: the clock the cache and the deadline use, and the sleep between tries.
 _clock: Callable[[], float] = time.monotonic
 _sleep: Callable[[float], None] = time.sleep
@@ -132,7 +136,7 @@ class _Budget:
             except (StorageError, KmsError) as exc:
                 if exc.code not in TRANSIENT_CODES or attempt >= budget.attempts:
                     raise
-                delay = random.uniform(0, min(budget.max_delay, budget.base_delay * 2 ** (attempt - 1)))
+                delay = _jitter() * min(budget.max_delay, budget.base_delay * 2 ** (attempt - 1))
                 if _clock() + delay - self.started > budget.deadline:
                     raise
                 _sleep(delay)
@@ -146,12 +150,17 @@ class _Budget:
 # sources
 
 
-@dataclass(frozen=True)
 class _Source:
-    label: str  # the name as given (the key of the answer)
-    kind: str  # "env", "ssm" or "secretsmanager"
-    variable: str | None = None
-    location: Location | None = None
+    """One entry of ``names``: ``label`` as given, ``kind`` "env" / "ssm" / "secretsmanager"."""
+
+    __slots__ = ("kind", "label", "location", "variable")
+
+    def __init__(self, label: str, kind: str, variable: str | None = None, location: Location | None = None
+                 ) -> None:
+        self.label = label
+        self.kind = kind
+        self.variable = variable
+        self.location = location
 
 
 def _source(label: str) -> _Source:
@@ -414,6 +423,25 @@ def _raw_kms_decrypt(blob: bytes, context: Mapping[str, str], keyring: Keyring |
                    attempts=[str(f) for f in failures])
 
 
+class _OncePerDataKey:
+    """Decryption materials manager for one ``load_env`` call: messages with the same suite, encrypted data keys
+    and context share a data key, which the keyring (KMS) is asked to open once."""
+
+    def __init__(self, inner: MaterialsManager) -> None:
+        self._inner = inner
+        self._opened: dict[tuple[Any, ...], Any] = {}
+
+    def get_encryption_materials(self, request: Any) -> Any:
+        raise UsageError("load_env only decrypts")
+
+    def decrypt_materials(self, request: Any) -> Any:
+        key = (request.suite.id, tuple(request.encrypted_data_keys), tuple(sorted(request.context.items())))
+        found = self._opened.get(key)
+        if found is None:
+            found = self._opened[key] = self._inner.decrypt_materials(request)
+        return found
+
+
 def _open(source: _Source, data: bytes, context: Mapping[str, str], manager: MaterialsManager,
           keyring: Keyring | None, budget: _Budget) -> bytes:
     from ._api import decrypt
@@ -524,9 +552,7 @@ def load_env(
 
     # 3. decrypt, one KMS call per data key for this call
     if materials_manager is None:
-        from ._cache import CachingMaterialsManager, LocalCache
-
-        manager = CachingMaterialsManager(manager, LocalCache(len(wanted) or 1), max_age=60.0)
+        manager = _OncePerDataKey(manager)
     result: dict[str, Any] = {}
     for answer_key, source, ctx, key, ciphertext in wanted:
         if key in fresh:

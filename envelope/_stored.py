@@ -78,13 +78,17 @@ SM_SERVICE = "AWS Secrets Manager"
 _S3_HINT = "; keep larger bundles in S3 (s3://bucket/key)"
 
 # SSM: letters, digits and _.-/ (a hierarchy); a version selector is digits, a label starts with a non-digit.
-_SSM_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
-_SSM_ARN = re.compile(r"arn:aws[a-z-]*:ssm:([a-z0-9-]+):([0-9]{12}):parameter(/?[A-Za-z0-9_.\-/]+)")
-_SSM_SELECTOR = re.compile(r"[0-9]{1,10}|[A-Za-z_.\-][A-Za-z0-9_.\-]{0,99}")
+_SSM_NAME = r"[A-Za-z0-9_.\-/]{1,2048}"
+_SSM_ARN = r"arn:aws[a-z-]*:ssm:([a-z0-9-]+):([0-9]{12}):parameter(/?[A-Za-z0-9_.\-/]+)"
+_SSM_SELECTOR = r"[0-9]{1,10}|[A-Za-z_.\-][A-Za-z0-9_.\-]{0,99}"
 # Secrets Manager: letters, digits and /_+=.@- (up to 512), or an ARN.
-_SM_NAME = re.compile(r"[A-Za-z0-9/_+=.@\-]{1,512}")
-_SM_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@\-]+")
+_SM_NAME = r"[A-Za-z0-9/_+=.@\-]{1,512}"
+_SM_ARN = r"arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@\-]+"
 _SCHEMES = ("ssm:", "secretsmanager:")
+
+
+def _match(pattern: str, text: str) -> re.Match[str] | None:
+    return re.fullmatch(pattern, text)  # compiled on first use (re caches it), not at import
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class Location:
     @property
     def region(self) -> str | None:
         """The region an ARN names (None for plain names: the configured region is used)."""
-        match = (_SSM_ARN if self.service == "ssm" else _SM_ARN).fullmatch(self.name)
+        match = _match(_SSM_ARN if self.service == "ssm" else _SM_ARN, self.name)
         return match.group(1) if match else None
 
     @property
@@ -152,7 +156,7 @@ def parse_location(text: str | Location, *, version_stage: str | None = None, ve
         service, _, rest = text.partition(":")
         if service == "ssm":
             loc = _parse_ssm(rest)
-        elif _SM_NAME.fullmatch(rest) or _SM_ARN.fullmatch(rest):
+        elif _match(_SM_NAME, rest) or _match(_SM_ARN, rest):
             loc = Location("secretsmanager", rest)
         else:
             raise UsageError(f"secretsmanager:{rest[:80]!r}: a secret name is 1 to 512 letters, digits and "
@@ -176,17 +180,17 @@ def _parse_ssm(rest: str) -> Location:
     arn = rest.startswith("arn:")
     if arn:
         head, sep, tail = rest.rpartition(":")
-        if sep and not _SSM_ARN.fullmatch(rest) and _SSM_ARN.fullmatch(head):
+        if sep and not _match(_SSM_ARN, rest) and _match(_SSM_ARN, head):
             rest, selector = head, tail
-        if not _SSM_ARN.fullmatch(rest):
+        if not _match(_SSM_ARN, rest):
             raise UsageError(f"ssm:{rest[:80]!r} is not a parameter ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")
     else:
         name, sep, tail = rest.partition(":")
         rest, selector = name, (tail if sep else None)
-        if not _SSM_NAME.fullmatch(rest):
+        if not _match(_SSM_NAME, rest):
             raise UsageError(f"ssm:{rest[:80]!r}: a parameter name is letters, digits and _.-/ (ssm:/path/name, "
                              "ssm:/path/name:VERSION)")
-    if selector is not None and not _SSM_SELECTOR.fullmatch(selector):
+    if selector is not None and not _match(_SSM_SELECTOR, selector):
         raise UsageError(f"ssm:{rest}:{selector[:80]!r}: after the name comes a version number or a label")
     return Location("ssm", rest, selector=selector)
 
@@ -389,7 +393,7 @@ def _put_parameter(loc: Location, client: Any, value: str, *, kind: str, force: 
 
 
 def _put_secret(loc: Location, client: Any, *, force: bool, kms_key_id: str | None, **value: Any) -> str:
-    if not _SM_ARN.fullmatch(loc.name):  # a name: create it; an ARN names a secret that exists
+    if not _match(_SM_ARN, loc.name):  # a name: create it; an ARN names a secret that exists
         params: dict[str, Any] = {"Name": loc.name, **value}
         if kms_key_id is not None:
             params["KmsKeyId"] = kms_key_id
