@@ -36,6 +36,12 @@ LAMBDA_ENV_LIMIT = 4096
 NOT_FOUND_EXIT, NOT_EXECUTABLE_EXIT = 127, 126  # as shells and env(1) answer
 _META = "envelope_exec_command"
 
+Region = Annotated[str | None, typer.Option(
+    "--region", metavar="REGION", show_default=False,
+    help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery.")]
+GrantTokens = Annotated[list[str] | None, typer.Option(
+    "--grant-token", metavar="TOKEN", show_default=False, help="An AWS KMS grant token (repeatable).")]
+
 
 class _SplitAtDashes(TyperCommand):
     """Keeps what follows the first ``--`` for ``exec`` (click would drop the ``--`` and mix the two lists)."""
@@ -120,11 +126,8 @@ def encrypt_env(
     algorithm: Annotated[str | None, typer.Option(
         "--algorithm", metavar="ID|NAME", show_default=False,
         help="Algorithm suite (default 0x0478: committing and unsigned, the smallest value).")] = None,
-    region: Annotated[str | None, typer.Option(
-        "--region", metavar="REGION", show_default=False,
-        help="AWS region of kms: keys given by key id or alias.")] = None,
-    grant_token: Annotated[list[str] | None, typer.Option(
-        "--grant-token", metavar="TOKEN", show_default=False, help="An AWS KMS grant token (repeatable).")] = None,
+    region: Region = None,
+    grant_token: GrantTokens = None,
 ) -> int:
     """Encrypt values for a Lambda function's (or a container's) environment.
 
@@ -269,7 +272,6 @@ def _restore_signals() -> None:
 
 def _exec(command: list[str], env: dict[str, str]) -> int:
     """Replace this process with COMMAND; returns only when that fails (127 not found, 126 not runnable)."""
-    from .errors import print_error
 
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -279,13 +281,20 @@ def _exec(command: list[str], env: dict[str, str]) -> int:
     _restore_signals()
     try:
         os.execvpe(command[0], command, env)  # noqa: S606 - running the COMMAND the user named is the point
-    except FileNotFoundError:
+    except OSError as exc:
+        return _not_started(command, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _not_started(command: list[str], exc: OSError) -> int:
+    """One error line and the shells' exit code: 127 not found, 126 found but not runnable."""
+    from .errors import print_error
+
+    if isinstance(exc, FileNotFoundError):
         print_error(f"exec: command {command[0]!r} not found (looked up in the new environment's PATH)")
         return NOT_FOUND_EXIT
-    except OSError as exc:
-        print_error(f"exec: cannot run {command[0]!r}: {exc.strerror or exc}")
-        return NOT_EXECUTABLE_EXIT
-    raise AssertionError("unreachable")  # pragma: no cover
+    print_error(f"exec: cannot run {command[0]!r}: {exc.strerror or exc}")
+    return NOT_EXECUTABLE_EXIT
 
 
 def spawn_and_wait(command: list[str], env: dict[str, str]) -> int:
@@ -295,17 +304,13 @@ def spawn_and_wait(command: list[str], env: dict[str, str]) -> int:
     import signal
     import subprocess
 
-    from .errors import Terminated, print_error
+    from .errors import Terminated
 
     program = shutil.which(command[0], path=env.get("PATH", os.defpath)) or command[0]
     try:
         child = subprocess.Popen([program, *command[1:]], env=env)  # noqa: S603 - the COMMAND the user named
-    except FileNotFoundError:
-        print_error(f"exec: command {command[0]!r} not found (looked up in the new environment's PATH)")
-        return NOT_FOUND_EXIT
     except OSError as exc:
-        print_error(f"exec: cannot run {command[0]!r}: {exc.strerror or exc}")
-        return NOT_EXECUTABLE_EXIT
+        return _not_started(command, exc)
     while True:
         try:
             code = child.wait()
@@ -344,11 +349,8 @@ def exec_command(
     pristine: Annotated[bool, typer.Option(
         "--pristine", help="Start COMMAND with only the bundles' variables, not envelope's environment (PATH "
                            "included: COMMAND is then found in the bundle's PATH, or /bin:/usr/bin).")] = False,
-    region: Annotated[str | None, typer.Option(
-        "--region", metavar="REGION", show_default=False,
-        help="AWS region of kms: keys given by key id or alias, and of --discovery.")] = None,
-    grant_token: Annotated[list[str] | None, typer.Option(
-        "--grant-token", metavar="TOKEN", show_default=False, help="An AWS KMS grant token (repeatable).")] = None,
+    region: Region = None,
+    grant_token: GrantTokens = None,
 ) -> int:
     """Run COMMAND with the variables of decrypted bundles in its environment: envelope exec SOURCE... -- COMMAND.
 
