@@ -273,16 +273,16 @@ def _dotenv(text: str) -> dict[str, str]:
 def test_encrypt_env_output_is_read_by_load_env(services_env: ServicesEnv, services_proxy: FaultProxy,
                                                fast_cli: None) -> None:
     arn = services_env.aws.create_key(alias="alias/app")
-    result = invoke("encrypt-env", "DB_PASSWORD=pw", "API_TOKEN", "--key", "kms:alias/app", "--function", "orders",
-                    env={"API_TOKEN": "from my environment"})
+    result = invoke("encrypt-env", "DB_PASSWORD=correct horse battery staple", "API_TOKEN", "--key", "kms:alias/app",
+                    "--function", "orders", env={"API_TOKEN": "from my environment"})
     assert result.exit_code == 0, result.stderr
     values = _dotenv(result.stdout)
-    assert list(values) == ["DB_PASSWORD", "API_TOKEN"] and "pw" not in result.stdout
+    assert list(values) == ["DB_PASSWORD", "API_TOKEN"] and "horse" not in result.stdout
     assert services_proxy.calls("GenerateDataKey") == 1
     keyring = envelope.KmsKeyring(arn)
     got = envelope.aws.load_env(["DB_PASSWORD", "API_TOKEN"], keyring=keyring,
                                 environ={**values, "AWS_LAMBDA_FUNCTION_NAME": "orders"})
-    assert got == {"DB_PASSWORD": "pw", "API_TOKEN": "from my environment"}
+    assert got == {"DB_PASSWORD": "correct horse battery staple", "API_TOKEN": "from my environment"}
     assert services_proxy.calls("Decrypt") == 1
     header = envelope.decrypt(base64.b64decode(values["DB_PASSWORD"]), keyring=keyring).header
     assert header.encryption_context == {"LambdaFunctionName": "orders"} and header.suite.id == 0x0478
