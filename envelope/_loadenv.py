@@ -40,7 +40,11 @@ mode): with half of all KMS calls throttled, about 1 botocore call in 32 still f
 failed cold start. Each fetch and each decryption is tried up to ``attempts`` times when it fails for a
 transient reason, sleeping a random time between 0 and ``min(max_delay, base_delay * 2 ** (try - 1))`` ("full
 jitter") in between; no new try starts, and no sleep runs, past ``deadline`` seconds after ``load_env`` began
-(a call in flight is bounded by botocore's own attempts and timeouts). Other errors are raised at once.
+(a call in flight is bounded by botocore's own attempts and timeouts). Other errors are raised at once. The
+default deadline, 30 s, is that long because botocore's own back-off after throttling is ``rand(0, 1) * 2 ** i``
+seconds: one call that spends its 5 attempts sleeps 7.5 s on average and up to 15 s, so a shorter deadline would
+turn a throttling burst that one more try survives into a failed start. Lambda runs an INIT that takes longer
+than its 10 s again, within the first invocation's timeout; one that fails, fails that invocation.
 
 Errors: :class:`~envelope.errors.StorageError` (a variable not set, a parameter or secret not found or not
 readable; names it, never a value), :class:`~envelope.errors.KmsError` / :class:`~envelope.errors.KeyringError`
