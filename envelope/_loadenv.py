@@ -66,12 +66,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._aws import TRANSIENT_CODES, cached_client, storage_error
 from ._keyrings.base import Keyring
 from ._materials import MaterialsManager
-from ._stored import Location, StoredValue, message_bytes, parse_location, secret_value
+
+if TYPE_CHECKING:  # the storage module loads with the first ssm: / secretsmanager: source
+    from ._stored import Location, StoredValue
 from .errors import FormatError, KeyringError, KmsError, StorageError, UsageError
 
 __all__ = ["DEFAULT_MAX_AGE", "ENV_SUITE", "LAMBDA_CONTEXT_KEY", "RetryBudget", "clear_cache", "encrypt_env",
@@ -171,6 +173,8 @@ def _source(label: str) -> _Source:
     if not isinstance(label, str) or not label:
         raise UsageError("each name is a non-empty string: VARIABLE, env:VARIABLE, ssm:/NAME or secretsmanager:NAME")
     if label.startswith(("ssm:", "secretsmanager:")):
+        from ._stored import parse_location
+
         location = parse_location(label)
         return _Source(label, location.service, location=location)
     variable = label[len("env:"):] if label.startswith("env:") else label
@@ -257,6 +261,8 @@ def _ssm_batch(batch: list[_Source], region: str | None, budget: _Budget
                ) -> dict[_Source, StoredValue | StorageError]:
     from botocore import exceptions as bx
 
+    from ._stored import StoredValue
+
     names = {s.location.ssm_request_name: s for s in batch if s.location}
     client = cached_client("ssm", region)
     where = ", ".join(f"ssm:{n}" for n in names)
@@ -327,6 +333,8 @@ def _secrets_batch(batch: list[_Source], region: str | None, budget: _Budget
                    ) -> dict[_Source, StoredValue | StorageError] | None:
     """One BatchGetSecretValue; None when the call itself is not allowed (then each is read on its own)."""
     from botocore import exceptions as bx
+
+    from ._stored import secret_value
 
     client = cached_client("secretsmanager", region)
     ids = list(dict.fromkeys(s.location.name for s in batch if s.location))
@@ -566,6 +574,8 @@ def load_env(
             if source.kind == "env":
                 data = _env_bytes(source, ciphertext or "")
             else:
+                from ._stored import message_bytes
+
                 got = fetched[source]
                 if isinstance(got, StorageError):
                     raise got

@@ -23,7 +23,8 @@ one of :data:`NOT_FOUND`, or AWS's code).
 boto3 is imported on the first AWS call, never by ``import envelope.aws``.
 """
 
-from ._bundle import flatten, parse_bundle
+from typing import TYPE_CHECKING, Any
+
 from ._loadenv import (
     DEFAULT_MAX_AGE,
     ENV_SUITE,
@@ -33,27 +34,43 @@ from ._loadenv import (
     encrypt_env,
     load_env,
 )
-from ._stored import (
-    ALREADY_EXISTS,
-    NOT_FOUND,
-    SECRETS_MANAGER_LIMIT,
-    SSM_ADVANCED_LIMIT,
-    SSM_STANDARD_LIMIT,
-    SSM_TIERS,
-    TOO_LARGE,
-    Location,
-    StoredValue,
-    check_size,
-    exists,
-    is_location,
-    load_keyring,
-    max_message_size,
-    parse_location,
-    read_message,
-    read_value,
-    write_message,
-    write_value,
-)
+
+if TYPE_CHECKING:
+    from ._bundle import flatten, parse_bundle
+    from ._stored import (
+        ALREADY_EXISTS,
+        NOT_FOUND,
+        SECRETS_MANAGER_LIMIT,
+        SSM_ADVANCED_LIMIT,
+        SSM_STANDARD_LIMIT,
+        SSM_TIERS,
+        TOO_LARGE,
+        Location,
+        StoredValue,
+        check_size,
+        exists,
+        is_location,
+        load_keyring,
+        max_message_size,
+        parse_location,
+        read_message,
+        read_value,
+        write_message,
+        write_value,
+    )
+
+#: Loaded on first use (PEP 562), so that a cold start reading environment variables does not pay for them.
+_LAZY = {"flatten": "_bundle", "parse_bundle": "_bundle"}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    module = _LAZY.get(name, "_stored" if name in __all__ else None)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"envelope.{module}"), name)
+
 
 __all__ = [
     "ALREADY_EXISTS",
@@ -85,3 +102,7 @@ __all__ = [
     "write_message",
     "write_value",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
