@@ -104,7 +104,8 @@ def test_console_value_with_a_discovery_keyring(services_env: ServicesEnv, key_a
     environ = {"OLD": value, "AWS_LAMBDA_FUNCTION_NAME": FUNCTION}
     assert aws.load_env(["OLD"], keyring=envelope.KmsDiscoveryKeyring(), environ=environ) == {
         "OLD": "found by discovery"}
-    outside = envelope.KmsDiscoveryKeyring(discovery_filter=envelope.DiscoveryFilter("aws", ["111122223333"]))
+    other_account = "0" * 12  # some account outside the filter (the repository spells out no id but moto's)
+    outside = envelope.KmsDiscoveryKeyring(discovery_filter=envelope.DiscoveryFilter("aws", [other_account]))
     with pytest.raises(envelope.KmsError, match="outside the discovery filter"):
         aws.load_env(["OLD"], keyring=outside, environ=environ, max_age=0)
 
