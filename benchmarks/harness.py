@@ -30,7 +30,7 @@ from . import report, tools
 from .report import fmt_size, frame_tag
 from .tools import CommandFailed, Run, Skip
 
-GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms")
+GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart")
 GROUP_HELP = {
     "files": "file encrypt/decrypt: envelope CLI and library, ESDK library (2 frame lengths) and CLI, age, cp",
     "pipes": "cat f | TOOL | cat > out for the same tools, and cat | cat",
@@ -40,6 +40,8 @@ GROUP_HELP = {
     "startup": "CLI start-up: --version, and decrypting a 1 KiB message (local key, KMS on moto)",
     "many": "many 64 KiB files with envelope -r, --workers 1 vs 2",
     "kms": "1 KiB messages under KMS on moto: envelope and ESDK, without and with the data-key cache",
+    "coldstart": "a fresh process decrypting 3 secrets under KMS on moto: envelope.aws.load_env vs the Lambda "
+                 "console's boto3 snippet",
 }
 CONTEXT_ARG = "purpose=benchmark"
 ESDK_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"  # 0x0478, envelope's default: same suite for every peer
@@ -657,9 +659,17 @@ def group_kms(b: Bench) -> None:
     b.measure(cases, b.args.reps)
 
 
+def group_coldstart(b: Bench) -> None:
+    """Issue 14's cold start: see benchmarks/coldstart.py."""
+    from .coldstart import group_coldstart as measure_coldstart
+
+    measure_coldstart(b)
+
+
 RUNNERS: dict[str, Callable[[Bench], None]] = {
     "files": group_files, "pipes": group_pipes, "limits": group_limits, "suites": group_suites, "rss": group_rss,
     "startup": group_startup, "many": group_many, "kms": group_kms,
+    "coldstart": group_coldstart,
 }
 
 

@@ -94,6 +94,12 @@ def ratio_specs(default_frame: int) -> list[RatioSpec]:
                   "kms/envelope/no-cache"),
         RatioSpec("small messages (KMS): envelope uncached / ESDK uncached", "kms/envelope/no-cache",
                   "kms/esdk/no-cache"),
+        RatioSpec("cold start, 3 secrets: envelope load_env (3 variables) / console snippet (time)",
+                  "coldstart/envelope-vars", "coldstart/snippet", ("<=", 1.0), "#14", time_ratio=True),
+        RatioSpec("cold start, 3 secrets: envelope load_env (1 bundle) / console snippet (time)",
+                  "coldstart/envelope-bundle", "coldstart/snippet", ("<=", 1.0), "#14", time_ratio=True),
+        RatioSpec("cold start, 3 secrets: envelope load_env (console values) / console snippet (time)",
+                  "coldstart/envelope-console", "coldstart/snippet", None, "#14", time_ratio=True),
     ]
     return specs
 
@@ -206,7 +212,7 @@ def render_table(doc: dict[str, Any]) -> str:
         if row.get("extra"):
             lines.append(f"  {'':<{width}}  {row['extra']}")
     lines.append("")
-    lines.append("== ratios and targets (issues #2, #5, #6)")
+    lines.append("== ratios and targets (issues #2, #5, #6, #14)")
     rw = max([len(r["label"]) for r in doc["ratios"]] + [40])
     for r in doc["ratios"]:
         if r["value"] is None:

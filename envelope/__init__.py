@@ -67,11 +67,13 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "aws":  # the public submodule envelope.aws, loaded on first use like the KMS keyrings
+        return importlib.import_module(f"{__name__}.aws")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 __all__ = [

@@ -20,20 +20,27 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import UsageError
 
 __all__ = [
+    "ACCESS_DENIED_CODES",
     "CREDENTIAL_CODES",
+    "CoreSession",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETRY_MODE",
     "NOT_FOUND_CODES",
+    "SERVER_ERROR_CODES",
     "THROTTLING_CODES",
-    "ACCESS_DENIED_CODES",
+    "TRANSIENT_CODES",
+    "TRANSPORT_CODES",
     "aws_message",
+    "cached_client",
+    "clear_cached_clients",
     "client_config",
     "error_code",
     "new_client",
     "new_session",
     "safe_endpoint",
+    "storage_error",
     "transport_reason",
 ]
 
@@ -91,13 +98,33 @@ _loader_lock = threading.Lock()
 _shared_loader: Any = None
 
 
-def new_session() -> Any:
-    """A new ``boto3.session.Session`` (standard credential chain, ``AWS_PROFILE``, region from the environment).
+class CoreSession:
+    """What envelope uses of a ``boto3.session.Session`` (``region_name``, ``client()``, ``_session``), over a plain
+    botocore session. boto3 is not imported for it: ``import boto3`` costs about 40-60 ms of a cold start here
+    (it loads s3transfer), and a KMS, SSM or Secrets Manager client made by botocore is the same client a boto3
+    session makes. S3 clients are the exception: boto3 adds its transfer methods (``upload_fileobj``, ...) to
+    them, so :func:`new_client` makes those through boto3.
+    """
+
+    def __init__(self, botocore_session: Any) -> None:
+        self._session = botocore_session
+
+    @property
+    def region_name(self) -> str | None:
+        region = self._session.get_config_variable("region")
+        return str(region) if region else None
+
+    def client(self, service_name: str, region_name: str | None = None, **kwargs: Any) -> Any:
+        return self._session.create_client(service_name, region_name=region_name, **kwargs)
+
+
+def new_session() -> CoreSession:
+    """A new session (standard credential chain, ``AWS_PROFILE``, region from the environment): a
+    :class:`CoreSession`, which works wherever envelope takes a ``boto3.session.Session``.
 
     Sessions share one botocore data loader, so a new session does not parse the service models again.
     """
     global _shared_loader
-    import boto3.session
     import botocore.session
 
     core = botocore.session.get_session()
@@ -106,16 +133,17 @@ def new_session() -> Any:
             _shared_loader = core.get_component("data_loader")
         else:
             core.register_component("data_loader", _shared_loader)
-    return boto3.session.Session(botocore_session=core)
+    return CoreSession(core)
 
 
 def new_client(service: str, region: str | None = None, *, session: Any = None,
                connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
                **extra: Any) -> Any:
-    """A boto3 client for ``service`` with envelope's retry and timeout defaults (:func:`client_config`).
+    """A client for ``service`` with envelope's retry and timeout defaults (:func:`client_config`).
 
-    ``session``: a ``boto3.session.Session`` (default: :func:`new_session`). ``region`` None: the session's.
-    Configuration problems (an unknown ``AWS_PROFILE``, a bad retry setting) are :class:`UsageError`.
+    ``session``: a ``boto3.session.Session`` or a :class:`CoreSession` (default: :func:`new_session`). ``region``
+    None: the session's. Configuration problems (an unknown ``AWS_PROFILE``, a bad retry setting) are
+    :class:`UsageError`.
     """
     from botocore.exceptions import BotoCoreError
 
@@ -124,6 +152,10 @@ def new_client(service: str, region: str | None = None, *, session: Any = None,
             session = new_session()
         config = client_config(connect_timeout=connect_timeout, read_timeout=read_timeout,
                                botocore_session=session._session, **extra)
+        if service == "s3" and isinstance(session, CoreSession):  # boto3's S3 transfer methods
+            import boto3.session
+
+            session = boto3.session.Session(botocore_session=session._session)
         return session.client(service, region_name=region, config=config)
     except BotoCoreError as exc:
         where = f" for region {region}" if region else ""
@@ -173,3 +205,101 @@ def transport_reason(exc: Any, client: Any) -> tuple[str, str] | None:
     if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
         return "connection refused, reset or unreachable", "EndpointUnreachable"
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# transient failures, and errors of storage services (SSM Parameter Store, Secrets Manager)
+
+#: AWS answered 5xx: the request may succeed when tried again.
+SERVER_ERROR_CODES = frozenset({
+    "InternalServerError", "InternalFailure", "InternalError", "InternalServiceError",
+    "InternalServiceErrorException", "ServiceUnavailable", "ServiceUnavailableException", "KMSInternalException",
+    "DependencyTimeoutException", "RequestTimeout", "RequestTimeoutException", "500", "502", "503", "504",
+})
+#: Our codes for transport failures (:func:`transport_reason`) that may go away when tried again.
+TRANSPORT_CODES = frozenset({"EndpointUnreachable", "ConnectTimeout", "ReadTimeout"})
+#: Everything worth another try once botocore's own attempts are spent (the INIT retry budget of
+#: ``envelope.aws`` uses this): throttling, 5xx answers and transport failures.
+TRANSIENT_CODES = THROTTLING_CODES | SERVER_ERROR_CODES | TRANSPORT_CODES
+
+
+def storage_error(exc: Any, client: Any, *, action: str, location: str, service: str) -> Any:
+    """The :class:`~envelope.errors.StorageError` for a botocore failure of ``action`` on ``location``.
+
+    ``action`` is a phrase (``"read"``, ``"write"``), ``location`` the name as the user wrote it
+    (``ssm:/app/db``), ``service`` the service as people call it (``"SSM Parameter Store"``). The error's
+    ``code`` is AWS's error code, or ours for transport failures (:func:`transport_reason`); AWS's message is
+    kept (it names resources, never values); parameter values never are.
+    """
+    from botocore import exceptions as bx
+
+    from .errors import StorageError
+
+    if isinstance(exc, bx.ClientError):
+        error = (getattr(exc, "response", None) or {}).get("Error") or {}
+        code = error_code(exc)
+        detail = aws_message(error)
+        if code in NOT_FOUND_CODES:
+            message = f"{location} not found ({code}){detail}"
+        elif code in ACCESS_DENIED_CODES:
+            message = f"access denied: {service} refused to {action} {location} (check IAM permissions){detail}"
+        elif code in THROTTLING_CODES:
+            message = f"{service} throttled the {action} of {location} ({code}); retry later"
+        elif code in CREDENTIAL_CODES:
+            message = f"AWS rejected the credentials to {action} {location} ({code}){detail}"
+        else:
+            message = f"{service} refused to {action} {location} ({code}){detail}"
+        return StorageError(message, location=location, code=code)
+    found = transport_reason(exc, client) if isinstance(exc, bx.BotoCoreError) else None
+    if found is None:  # str(exc) of e.g. a ParamValidationError shows values: name the type only
+        return StorageError(f"cannot {action} {location}: {type(exc).__name__}", location=location,
+                            code=type(exc).__name__)
+    reason, code = found
+    if code == "NoCredentials":
+        return StorageError(f"cannot {action} {location}: {reason}", location=location, code=code)
+    endpoint = safe_endpoint(client, f"the {service} endpoint")
+    return StorageError(f"cannot {action} {location}: could not reach {service} at {endpoint}: {reason}",
+                        location=location, code=code)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# process-wide clients (SSM, Secrets Manager, KMS for envelope.aws)
+
+#: The environment variables a client depends on when it is made: a client is reused while they are unchanged.
+_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
+               "AWS_ACCESS_KEY_ID", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_CONFIG_FILE",
+               "AWS_SHARED_CREDENTIALS_FILE")
+_clients_lock = threading.Lock()
+_clients: dict[tuple[str | None, ...], Any] = {}
+
+
+def _endpoint_variable(service: str) -> str:
+    """``AWS_ENDPOINT_URL_<SERVICE ID>`` as botocore spells it (``secretsmanager`` -> ``SECRETS_MANAGER``)."""
+    special = {"secretsmanager": "SECRETS_MANAGER"}
+    return "AWS_ENDPOINT_URL_" + special.get(service, service.upper().replace("-", "_"))
+
+
+def cached_client(service: str, region: str | None = None) -> Any:
+    """A process-wide client for ``service`` in ``region`` (None: the configured region), made once.
+
+    Made by :func:`new_client` (envelope's retries and timeouts) and reused while the AWS settings in the
+    environment it was made from (endpoints, profile, region, access key id, retry settings) are unchanged,
+    so a Lambda function pays for it once per execution environment. Thread-safe.
+    """
+    import os
+
+    key = (service, region, os.environ.get(_endpoint_variable(service)),
+           *(os.environ.get(name) for name in _CLIENT_ENV))
+    with _clients_lock:
+        client = _clients.get(key)
+    if client is None:
+        made = new_client(service, region)
+        with _clients_lock:
+            client = _clients.setdefault(key, made)
+    return client
+
+
+def clear_cached_clients() -> None:
+    """Forget the clients :func:`cached_client` made."""
+    with _clients_lock:
+        _clients.clear()

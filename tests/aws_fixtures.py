@@ -20,7 +20,18 @@ Registered in tests/conftest.py (``pytest_plugins``). Fixtures:
     In this process only, lowers botocore's throttling backoff base from 1 s to 10 ms. Retries, the retry
     quota and error classification are untouched; only the sleeps shrink (see the note on the fixture).
 
-``refused_endpoint()`` returns a loopback URL whose port refuses connections.
+``services_env`` (function, uses ``aws_env``)
+    Also points ``AWS_ENDPOINT_URL_SSM``, ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` and ``AWS_ENDPOINT_URL_LAMBDA`` at
+    moto. A :class:`ServicesEnv`: ``aws`` (the AwsEnv), setup clients ``ssm()``, ``secrets()``, ``lambda_()``
+    straight to moto, ``lambda_function(name, variables)`` (creates a function without Docker).
+``services_proxy`` (function, uses ``services_env``)
+    A :class:`FaultProxy` in front of moto for KMS, SSM and Secrets Manager at once (the three
+    ``AWS_ENDPOINT_URL_*`` point at it): ``calls("GetParameters")``, ``calls("BatchGetSecretValue")``,
+    ``calls("Decrypt")``, ... count what reached moto; ``throttle_operations`` limits throttling to some of them.
+
+``refused_endpoint()`` returns a loopback URL whose port refuses connections. ``separate_moto_server(log, env)``
+starts another moto_server with extra environment (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM), for a
+module-scoped fixture; stop it with ``stop_moto_server``.
 """
 
 from __future__ import annotations
@@ -48,7 +59,8 @@ import pytest
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's only account
 
-__all__ = ["ACCOUNT", "REGION", "AwsEnv", "FaultProxy", "MotoServer", "refused_endpoint"]
+__all__ = ["ACCOUNT", "REGION", "AwsEnv", "FaultProxy", "MotoServer", "ServicesEnv", "refused_endpoint",
+           "separate_moto_server", "stop_moto_server"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -351,3 +363,82 @@ def fast_throttle_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     from botocore.retries.standard import ExponentialBackoff
 
     monkeypatch.setitem(ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", 0.01)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SSM, Secrets Manager and Lambda (moto 5.2.5: none of their size limits is enforced, SecureString is stored
+# as "kms:<KeyId>:<value>" without calling KMS; see the tests that rely on them)
+
+SERVICE_ENDPOINTS = ("AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_LAMBDA")
+
+
+@dataclass
+class ServicesEnv:
+    aws: AwsEnv
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+
+            self._clients[service] = boto3.client(service, region_name=REGION, endpoint_url=self.aws.url)
+        return self._clients[service]
+
+    def ssm(self) -> Any:
+        """A setup SSM client straight to moto."""
+        return self._client("ssm")
+
+    def secrets(self) -> Any:
+        """A setup Secrets Manager client straight to moto."""
+        return self._client("secretsmanager")
+
+    def lambda_(self) -> Any:
+        """A setup Lambda client straight to moto."""
+        return self._client("lambda")
+
+    def lambda_function(self, name: str, variables: dict[str, str], kms_key_arn: str | None = None) -> dict[str, Any]:
+        """Create a Lambda function (moto runs no code without Docker; its configuration is what tests need)."""
+        import io
+        import zipfile
+
+        iam = self._client("iam")
+        try:
+            role = iam.get_role(RoleName="envelope-test")["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            role = iam.create_role(RoleName="envelope-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("handler.py", "def handler(event, context):\n    return None\n")
+        params: dict[str, Any] = {"FunctionName": name, "Runtime": "python3.11", "Role": role,
+                                  "Handler": "handler.handler", "Code": {"ZipFile": code.getvalue()},
+                                  "Environment": {"Variables": variables}}
+        if kms_key_arn:
+            params["KMSKeyArn"] = kms_key_arn
+        return dict(self.lambda_().create_function(**params))
+
+
+@pytest.fixture
+def services_env(aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> ServicesEnv:
+    for name in SERVICE_ENDPOINTS:
+        monkeypatch.setenv(name, aws_env.url)
+    return ServicesEnv(aws_env)
+
+
+@pytest.fixture
+def services_proxy(services_env: ServicesEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    with FaultProxy(services_env.aws.url) as proxy:
+        for name in ("AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
+            monkeypatch.setenv(name, proxy.url)
+        yield proxy
+
+
+def separate_moto_server(log: Path, env: dict[str, str]) -> MotoServer:
+    """Another moto_server (not the session one), started with ``env`` added to its environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return _start_moto(log)
+
+
+def stop_moto_server(server: MotoServer) -> None:
+    _stop(server.process)

@@ -506,3 +506,8 @@ def keygen(
     kind = f"RSA-{rsa}" if rsa is not None else f"AES-{bits or 256}"
     sys.stderr.write(f"envelope: wrote {kind} key {doc['namespace']}/{doc['name']} to {path} (mode 0600)\n")
     return ExitCode.OK
+
+
+from .environment import register as _register_environment  # noqa: E402 - encrypt-env and exec
+
+_register_environment(app)

@@ -2,6 +2,8 @@
 
     file:PATH      a key file (README "Key files"); a bare PATH that exists works too
     kms:ID         an AWS KMS key: key ARN, key id, alias/NAME or alias ARN (README "AWS KMS")
+    ssm:/NAME      a key file kept in an SSM SecureString parameter (read with decryption; docs/secrets.md)
+    secretsmanager:NAME   a key file kept in a secret (name or ARN)
 
 Several ``--key`` options make a multi-keyring: the first generates (or, on decrypt, is tried first), the others
 wrap the data key too (or are tried in order). Each ``kms:`` spec is one :class:`~envelope.KmsKeyring` (as the
@@ -12,7 +14,9 @@ scheme go into :class:`KeyOptions`, which is passed to every resolver and must s
 rebuilds the keyring in each worker process).
 
 Building a keyring never talks to AWS and never imports boto3: KMS clients are made on the first call, so a
-bad ``kms:`` spec is refused here (exit 2) and a local-key run never loads boto3.
+bad ``kms:`` spec is refused here (exit 2) and a local-key run never loads boto3. The exception are ``ssm:`` and
+``secretsmanager:`` specs: their key file is fetched here (a parameter or secret that cannot be read is a
+StorageError, exit 4, naming it; one that holds no key file a KeyFileError, exit 2).
 """
 
 from __future__ import annotations
@@ -71,9 +75,19 @@ def _kms_keyring(key_id: str, options: KeyOptions, purpose: Purpose) -> Keyring:
         raise UsageError(f"key spec 'kms:{key_id}': {exc}") from None
 
 
+def _stored_keyring(scheme: str) -> Callable[[str, KeyOptions, Purpose], Keyring]:
+    def resolve(rest: str, options: KeyOptions, purpose: Purpose) -> Keyring:
+        from envelope.aws import load_keyring
+
+        return load_keyring(f"{scheme}:{rest}")  # type: ignore[no-any-return]
+    return resolve
+
+
 _SCHEMES: dict[str, Callable[[str, KeyOptions, Purpose], Keyring]] = {
     "file": _file_keyring,
     "kms": _kms_keyring,
+    "ssm": _stored_keyring("ssm"),
+    "secretsmanager": _stored_keyring("secretsmanager"),
 }
 
 

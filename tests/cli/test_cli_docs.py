@@ -37,8 +37,8 @@ REGENERATE = "python -m envelope_cli._reference --write"
 runner = CliRunner()
 
 
-def section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
+def section(title: str, doc: Path = README) -> str:
+    text = doc.read_text(encoding="utf-8")
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     assert match, f"README has no '## {title}' section"
     return match.group(1)
@@ -70,7 +70,7 @@ def reference_block(*path: str) -> str:
 
 
 def test_the_commands_are_the_pinned_ones() -> None:
-    assert COMMANDS == ["decrypt", "encrypt", "inspect", "keygen"]
+    assert COMMANDS == ["decrypt", "encrypt", "encrypt-env", "exec", "inspect", "keygen"]
 
 
 def test_reference_file_is_the_rendered_reference() -> None:

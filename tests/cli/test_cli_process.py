@@ -314,4 +314,4 @@ def test_start_up_imports_only_what_is_needed(tmp_path: Path, key: Path, keyring
 def test_shell_completion() -> None:
     env = {**os.environ, "_ENVELOPE_COMPLETE": "complete_bash", "COMP_WORDS": "envelope enc", "COMP_CWORD": "1"}
     result = subprocess.run(CLI, capture_output=True, timeout=30, cwd=ROOT, env=env)
-    assert result.returncode == 0 and result.stdout.split() == [b"encrypt"], result
+    assert result.returncode == 0 and result.stdout.split() == [b"encrypt", b"encrypt-env"], result
