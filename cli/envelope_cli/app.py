@@ -1,124 +1,37 @@
-"""The typer app: commands and options only. The work happens in ``jobs`` / ``files``, errors map in ``errors``.
+"""The typer app: commands and options only. Option values become typed values in ``options``, a run in
+``jobs``; the error boundary is ``boundary.Group``, typer's start-up speed-ups are in ``speedups``.
 
 The library is imported inside the commands, so ``--help`` and ``--version`` never pay for it. Options shared
 by encrypt and decrypt are declared once below; the KMS options (``--region``, ``--grant-token``,
 ``--discovery-*``) fold into :class:`envelope_cli.keys.KeyOptions`, the cache options (``--cache-*``) into
-:class:`envelope_cli.jobs.CacheOptions`, both inside :class:`envelope_cli.jobs.Settings`.
+:class:`envelope_cli.jobs.CacheSettings`, both inside :class:`envelope_cli.jobs.Run`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from . import version as _version
-from .errors import ExitCode, Terminated, classify, print_error
-from .files import STDIO, FileProblem, is_terminal, plan_jobs
-from .jobs import CacheOptions, Settings, build_crypto, default_workers, run_plan
+from .boundary import Group
+from .errors import ExitCode, FileProblem, classify, print_error
+from .files import STDIO, is_terminal
 from .keys import KeyOptions
 
-__all__ = ["app", "run"]
+if TYPE_CHECKING:
+    from .jobs import Run
+
+__all__ = ["app"]
 
 EXIT_CODES = ("Exit codes: 0 success; 1 the message failed to authenticate or parse (tampered, truncated, wrong "
               "context, not an ESDK message); 2 usage error; 3 no key could open the data key; 4 I/O error.")
 
 
-class _Coerce:
-    """Value conversion for the plain option types used here (str, int, bool, list[str]).
-
-    typer 0.29 converts every option value, defaults included, through a pydantic TypeAdapter: it imports
-    pydantic and builds a schema per option, which made a 1 KiB ``envelope decrypt`` take 0.49 s instead of
-    0.26 s (measured). Our options need no more than this class does. It hooks typer's lazy, private
-    ``_TyperParameter.get_runtime_param`` only for these annotations; where that hook does not exist (another
-    typer version) or the annotation is anything else, typer's own conversion runs unchanged.
-    """
-
-    TYPES: tuple[Any, ...] = (str, int, bool, list[str])
-
-    def __init__(self, annotation: Any) -> None:
-        self.annotation = annotation
-
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None:
-            return () if param.multiple or param.nargs == -1 else None
-        if self.annotation is int:
-            try:
-                number = int(value)
-            except (TypeError, ValueError):
-                raise typer.BadParameter(f"{value!r} is not a whole number", ctx=ctx, param=param) from None
-            low = getattr(param, "min", None)
-            if low is not None and number < low:
-                raise typer.BadParameter(f"{number} is below the minimum of {low}", ctx=ctx, param=param)
-            return number
-        if self.annotation == list[str]:
-            return [str(item) for item in value]
-        return value
-
-    @classmethod
-    def install(cls) -> None:
-        """Route typer's lazy per-parameter converter through this class for the types above."""
-        from typer import core
-
-        base = getattr(core, "_TyperParameter", None)
-        original = getattr(base, "get_runtime_param", None)
-        if original is None or getattr(original, "_envelope", False):
-            return
-
-        def get_runtime_param(param: Any) -> Any:
-            descriptor = getattr(param, "type_descriptor", None)
-            if getattr(param, "_runtime_param", None) is None and descriptor is not None \
-                    and descriptor.annotation in cls.TYPES:
-                param._runtime_param = cls(descriptor.annotation)
-            return original(param)
-
-        get_runtime_param._envelope = True  # type: ignore[attr-defined]
-        base.get_runtime_param = get_runtime_param  # type: ignore[union-attr]
-
-
-class _Group(TyperGroup):
-    """Runs the commands with one error boundary: every failure is one ``envelope: error:`` line + exit code."""
-
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
-             **extra: Any) -> Any:
-        _Coerce.install()
-        try:
-            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
-                                windows_expand_args=windows_expand_args, **extra)
-        except Terminated as exc:
-            code = _report(exc)
-        except SystemExit:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - the one error boundary
-            if type(exc).__name__ == "NoArgsIsHelpError":
-                exc.show()  # type: ignore[attr-defined]
-                code = 0
-            else:
-                code = _report(exc)
-        finally:
-            from .files import remove_temporary_files
-
-            remove_temporary_files()
-        code = int(code or 0)
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
-
-def _report(exc: BaseException) -> int:
-    code, message = classify(exc)
-    print_error(message)
-    return code
-
-
 app = typer.Typer(
-    cls=_Group,
+    cls=Group,
     name="envelope",
     help="Encrypt and decrypt files and streams in the AWS Encryption SDK message format.\n\n" + EXIT_CODES,
     no_args_is_help=True,
@@ -126,30 +39,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def run() -> None:
-    """Run the app on the command line (``sys.argv``), as the console script does.
-
-    typer builds a click command for every registered command on each run, reading each signature and option.
-    When the first argument names a command, only that one is built: 6 ms instead of 14 ms of a ~150 ms
-    local-key decrypt (measured). Anything else (no command, ``--help``, a misspelt command) gets the full app.
-    """
-    import copy
-
-    args = sys.argv[1:]
-    chosen = [c for c in app.registered_commands if args and _command_name(c) == args[0]]
-    runner = app
-    if chosen:
-        runner = copy.copy(app)
-        runner.registered_commands = chosen
-    runner(prog_name="envelope")  # click reads sys.argv itself (and expands globs on Windows)
-
-
-def _command_name(info: Any) -> str:
-    from typer.main import get_command_name  # the name typer itself gives the command
-
-    return str(info.name or get_command_name(info.callback.__name__))
 
 
 def _print_version(value: bool) -> None:
@@ -220,74 +109,33 @@ MaxEdks = Annotated[int | None, typer.Option(
     help="Refuse messages with more encrypted data keys than N (decrypt default: 256).")]
 
 
-def _pairs(values: list[str] | None) -> dict[str, str]:
-    from envelope import UsageError
-
-    pairs: dict[str, str] = {}
-    for item in values or []:
-        key, equals, value = item.partition("=")
-        if not equals or not key:
-            raise UsageError(f"-c {item!r}: expected KEY=VALUE")
-        if key in pairs and pairs[key] != value:
-            raise UsageError(f"-c: key {key!r} is given twice with different values")
-        pairs[key] = value
-    return pairs
-
-
-def _check_policy(policy: str | None) -> None:
-    from envelope._suites import resolve_policy
-
-    if policy is not None:
-        resolve_policy(policy)
-
-
-def _seconds(text: str | None) -> float | None:
-    from envelope import UsageError
-
-    if text is None:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise UsageError(f"--cache-max-age {text!r}: expected a number of seconds, such as 300 or 0.5") from None
-    if not 0 < seconds < float("inf"):
-        raise UsageError(f"--cache-max-age {text!r}: must be more than 0 seconds")
-    return seconds
-
-
-def _cache(max_age: str | None, max_messages: int | None, max_bytes: int | None,
-           capacity: int | None) -> CacheOptions | None:
-    """``--cache-*`` -> the cache settings; None (no cache) unless ``--cache-max-age`` is given."""
-    from envelope import UsageError
-
-    seconds = _seconds(max_age)
-    if seconds is None:
-        given = [name for name, value in (("--cache-max-messages", max_messages), ("--cache-max-bytes", max_bytes),
-                                          ("--cache-capacity", capacity)) if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} sets a limit of the data-key cache, which --cache-max-age SECONDS "
-                             "turns on")
-        return None
-    options = CacheOptions(seconds, max_messages, max_bytes)
-    return options if capacity is None else replace(options, capacity=capacity)
-
-
-def _run(settings: Settings, inputs: list[str] | None, output: str | None, *, recursive: bool,
-         suffix: str | None, metadata_output: str | None, progress: bool | None, workers: int | None) -> int:
+def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursive: bool, suffix: str | None,
+             metadata_output: str | None, progress: bool | None, workers: int | None) -> int:
     """Keys, then files, then work: every usage error is reported before any output exists."""
+    from dataclasses import replace
+
     from envelope import UsageError
 
-    crypto = build_crypto(settings)  # checks keys and cache limits; no KMS call yet
-    plan = plan_jobs(list(inputs or []), output, direction=settings.direction, recursive=recursive, suffix=suffix,
-                     force=settings.force)
+    from .jobs import execute_plan
+    from .planning import Naming, plan_tasks
+
+    materials = run.materials()  # checks keys and cache limits; no KMS call yet
+    plan = plan_tasks(list(inputs or []), output, naming=Naming(run.job.mode, suffix), recursive=recursive,
+                      force=run.force)
     if metadata_output == STDIO and plan.to_stdout:
         raise UsageError("--metadata-output - (stdout) cannot be used while the data also goes to stdout")
-    if settings.direction == "decrypt" and plan.jobs[0].source == STDIO and not settings.base64 \
-            and is_terminal(sys.stdin.buffer):
+    if run.job.binary_input and plan.tasks[0].source == STDIO and is_terminal(sys.stdin.buffer):
         raise UsageError("stdin is a terminal: give an INPUT file or pipe the message in")
-    settings = replace(settings, make_folders=plan.many, metadata=metadata_output is not None)
-    return run_plan(plan, settings, crypto, workers=workers or default_workers(), progress=progress,
-                    metadata_output=metadata_output)
+    run = replace(run, make_folders=plan.many, metadata=metadata_output is not None)
+    return execute_plan(plan, run, materials, workers=workers or _default_workers(), progress=progress,
+                        metadata_output=metadata_output)
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -345,17 +193,16 @@ def encrypt(
     Outputs appear only once complete; an existing file is replaced only with --force. Encrypted files keep
     the mode of their input.
     """
-    from envelope._suites import resolve_suite
+    from . import options
+    from .jobs import EncryptJob, Run
 
-    resolve_suite(algorithm)
-    _check_policy(commitment_policy)
+    suite, policy = options.suite(algorithm), options.policy(commitment_policy)
     keys = KeyOptions(tuple(key or ()), region=region, grant_tokens=tuple(grant_token or ()))
-    settings = Settings("encrypt", keys, context=_pairs(context), algorithm=algorithm,
-                        frame_length=frame_size, commitment_policy=commitment_policy,
-                        max_encrypted_data_keys=max_encrypted_data_keys, base64=encode, force=force,
-                        cache=_cache(cache_max_age, cache_max_messages, cache_max_bytes, cache_capacity))
-    return _run(settings, inputs, output, recursive=recursive, suffix=suffix, metadata_output=metadata_output,
-                progress=progress, workers=workers)
+    job = EncryptJob(options.pairs(context), algorithm=suite, frame_length=frame_size, commitment_policy=policy,
+                     max_encrypted_data_keys=max_encrypted_data_keys, encode=encode)
+    cache = options.cache_settings(cache_max_age, cache_max_messages, cache_max_bytes, cache_capacity)
+    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive, suffix=suffix,
+                    metadata_output=metadata_output, progress=progress, workers=workers)
 
 
 @app.command(epilog=_examples("envelope decrypt config.json.encrypted --key file:app.key -c app=web",
@@ -410,16 +257,23 @@ def decrypt(
     decrypted files have mode 0600. To stdout, a signed message's final frame is held until its signature
     verifies.
     """
-    _check_policy(commitment_policy)
+    import envelope
+
+    from . import options
+    from .jobs import DecryptJob, Run
+
+    policy = options.policy(commitment_policy)
     keys = KeyOptions(tuple(key or ()), discovery=discovery, discovery_partition=discovery_partition,
                       discovery_accounts=tuple(discovery_account or ()), region=region,
                       grant_tokens=tuple(grant_token or ()))
-    settings = Settings("decrypt", keys, context=_pairs(context),
-                        commitment_policy=commitment_policy, max_encrypted_data_keys=max_encrypted_data_keys,
-                        max_frame_length=max_frame_length, unsigned_only=unsigned_only, base64=decode, force=force,
-                        cache=_cache(cache_max_age, None, None, cache_capacity))
-    return _run(settings, inputs, output, recursive=recursive, suffix=suffix, metadata_output=metadata_output,
-                progress=progress, workers=workers)
+    job = DecryptJob(
+        options.pairs(context), commitment_policy=policy, unsigned_only=unsigned_only, decode=decode,
+        max_encrypted_data_keys=envelope.DEFAULT_MAX_ENCRYPTED_DATA_KEYS if max_encrypted_data_keys is None
+        else max_encrypted_data_keys,
+        max_frame_length=envelope.DEFAULT_MAX_FRAME_LENGTH if max_frame_length is None else max_frame_length)
+    cache = options.cache_settings(cache_max_age, None, None, cache_capacity)
+    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive, suffix=suffix,
+                    metadata_output=metadata_output, progress=progress, workers=workers)
 
 
 @app.command(epilog=_examples("envelope inspect config.json.encrypted"))
@@ -434,11 +288,12 @@ def inspect(
     """
     import envelope
 
-    from .files import open_input
     from .headers import header_json, json_text
+    from .locations import open_source
     from .streams import Base64Reader, InputMeter
 
-    raw = open_input(input)
+    source = open_source(input)
+    raw = source.open()
     if input == STDIO and not decode and is_terminal(raw):
         raise envelope.UsageError("stdin is a terminal: give an INPUT file or pipe the message in")
     meter = InputMeter(raw)
@@ -450,8 +305,7 @@ def inspect(
         print_error(message)
         return code
     finally:
-        if raw is not sys.stdin.buffer:
-            raw.close()
+        source.close()
     text = json_text(header_json(header), indent=2) + "\n"
     sys.stdout.buffer.write(text.encode("utf-8"))
     sys.stdout.buffer.flush()
@@ -479,17 +333,17 @@ def keygen(
 
     The key file format is described in the README ("Key files").
     """
+    import envelope
     from envelope import UsageError
-    from envelope._keyrings import keyfile
 
     if rsa is not None and bits is not None:
         raise UsageError("--bits sets the size of an AES key; for RSA give the size with --rsa BITS")
     if rsa is not None:
-        doc = keyfile.generate_rsa_key_file(namespace, name, bits=rsa)
+        doc = envelope.generate_rsa_key_file(namespace, name, bits=rsa)
     else:
-        doc = keyfile.generate_aes_key_file(namespace, name, bits if bits is not None else 256)
+        doc = envelope.generate_aes_key_file(namespace, name, bits if bits is not None else 256)
     if output == STDIO:
-        sys.stdout.write(keyfile.key_file_text(doc))
+        sys.stdout.write(envelope.key_file_text(doc))
         sys.stdout.flush()
         return ExitCode.OK
     path = output if output is not None else doc["name"].replace(os.sep, "_") + ".key"
@@ -498,7 +352,7 @@ def keygen(
     if os.path.exists(path) and not os.path.isfile(path):  # never replace /dev/null, a FIFO, a terminal
         raise UsageError(f"output {path!r} is not a regular file; use -o - to print the key file")
     try:
-        keyfile.write_key_file(path, doc, force=force)
+        envelope.write_key_file(path, doc, force=force)
     except FileExistsError:
         raise UsageError(f"output {path!r} already exists (add --force to replace it)") from None
     except OSError as exc:

@@ -25,7 +25,7 @@ import errno
 import os
 import sys
 
-__all__ = ["DEBUG_ENV", "ExitCode", "Terminated", "classify", "print_error"]
+__all__ = ["DEBUG_ENV", "ExitCode", "FileProblem", "Terminated", "classify", "print_error"]
 
 DEBUG_ENV = "ENVELOPE_DEBUG"
 PREFIX = "envelope: error: "
@@ -49,6 +49,14 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 70
     INTERRUPTED = 130
     BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer killed by SIGPIPE
+
+
+class FileProblem(OSError):
+    """An OSError that says what the CLI was doing: ``cannot read input 'x': No such file or directory``."""
+
+    def __init__(self, action: str, exc: OSError, filename: str | None = None) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), filename if filename is not None else exc.filename)
+        self.action = action
 
 
 class Terminated(SystemExit):

@@ -13,7 +13,7 @@ __all__ = ["header_json", "header_summary", "json_text"]
 
 
 def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
-    from envelope._keyrings.base import printable_info, readable_key_name
+    from envelope import printable_info, readable_key_name
 
     raw = edk.provider_info
     info = printable_info(raw)

@@ -60,8 +60,7 @@ def _file_keyring(path: str, options: KeyOptions, purpose: Purpose) -> Keyring:
 
 
 def _kms_keyring(key_id: str, options: KeyOptions, purpose: Purpose) -> Keyring:
-    from envelope import UsageError
-    from envelope._keyrings.kms import KmsKeyring
+    from envelope import KmsKeyring, UsageError
 
     if not key_id:
         raise UsageError("key spec 'kms:' needs a key: kms:ARN, kms:KEY-ID or kms:alias/NAME")
@@ -97,8 +96,7 @@ def resolve_spec(spec: str, options: KeyOptions, purpose: Purpose) -> Keyring:
 
 
 def _discovery_keyring(options: KeyOptions, purpose: Purpose) -> Keyring:
-    from envelope import UsageError
-    from envelope._keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring
+    from envelope import DiscoveryFilter, KmsDiscoveryKeyring, UsageError
 
     if purpose != "decrypt":
         raise UsageError("--discovery only decrypts: name the KMS keys to encrypt with (--key kms:ID)")

@@ -107,7 +107,7 @@ class Base64Reader:
 
     @staticmethod
     def _error(offset: int, reason: str) -> Exception:
-        from envelope.errors import FormatError
+        from envelope import FormatError
 
         return FormatError("base64 input", offset, reason)
 

@@ -19,7 +19,7 @@ from ..errors import KeyFileError, UsageError
 from .raw_aes import RawAesKeyring
 from .raw_rsa import PADDINGS, RawRsaKeyring
 
-__all__ = ["generate_aes_key_file", "generate_rsa_key_file", "load_keyring", "parse_key_file",
+__all__ = ["generate_aes_key_file", "generate_rsa_key_file", "key_file_text", "load_keyring", "parse_key_file",
            "write_key_file"]
 
 DEFAULT_NAMESPACE = "envelope"
@@ -93,6 +93,7 @@ def load_keyring(path: str | os.PathLike[str]) -> RawAesKeyring | RawRsaKeyring:
 
 def generate_aes_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None = None, bits: int = 256
                           ) -> dict[str, str]:
+    """A new raw-AES key file (the dict :func:`write_key_file` writes), with a random key of ``bits`` bits."""
     if bits not in (128, 192, 256):
         raise UsageError("AES keys are 128, 192 or 256 bits")
     name = name or f"key-{secrets.token_hex(4)}"
@@ -103,6 +104,7 @@ def generate_aes_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None =
 
 def generate_rsa_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None = None, bits: int = 4096,
                           padding: str = "oaep-sha256") -> dict[str, str]:
+    """A new raw-RSA key file holding a new private key of ``bits`` bits (PKCS#8 PEM)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -117,6 +119,7 @@ def generate_rsa_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None =
 
 
 def key_file_text(doc: dict[str, str]) -> str:
+    """The text of a key file, as :func:`write_key_file` writes it."""
     return json.dumps(doc, indent=2) + "\n"
 
 
