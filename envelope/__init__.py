@@ -34,7 +34,13 @@ from ._keyrings import (
     load_keyring,
 )
 from ._keyrings.base import printable_info, readable_key_name
-from ._keyrings.keyfile import generate_aes_key_file, generate_rsa_key_file, key_file_text, write_key_file
+from ._keyrings.keyfile import (
+    generate_aes_key_file,
+    generate_rsa_key_file,
+    key_file_text,
+    public_key_file,
+    write_key_file,
+)
 from ._materials import DefaultMaterialsManager, MaterialsManager
 from ._suites import SUITES, AlgorithmSuite, CommitmentPolicy, resolve_policy, resolve_suite
 from .errors import (
@@ -139,6 +145,7 @@ __all__ = [
     "key_file_text",
     "load_keyring",
     "printable_info",
+    "public_key_file",
     "read_header",
     "readable_key_name",
     "resolve_policy",

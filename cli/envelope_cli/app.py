@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import version as _version
 from .boundary import Group
-from .errors import ExitCode, FileProblem, classify, print_error
+from .errors import ExitCode, classify, print_error
 from .files import STDIO, is_terminal
-from .keys import KeyOptions
+from .helptext import Command
+from .keys import KeyOptions, key_files
 
 if TYPE_CHECKING:
     from .jobs import Run
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 EXIT_CODES = ("Exit codes: 0 success; 1 the message failed to authenticate or parse (tampered, truncated, wrong "
-              "context, not an ESDK message); 2 usage error; 3 no key could open the data key; 4 I/O error.")
+              "context, not an ESDK message); 2 usage error; 3 no key could open the data key; 4 I/O error; "
+              "70 internal error (a bug); 129, 130, 143 stopped by SIGHUP, SIGINT, SIGTERM (temporary files "
+              "removed); 141 the output pipe was closed by its reader.")
 
 
 app = typer.Typer(
@@ -55,25 +58,28 @@ def _main(
     """Encrypt and decrypt files and streams in the AWS Encryption SDK message format."""
 
 
+def _at_least(low: int) -> Any:
+    """An option callback: the value is a whole number of at least ``low`` (typer's own ``min=`` would print
+    ``[x>=1]`` after every such option's help)."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < low:
+            raise typer.BadParameter(f"{value} is below the minimum of {low}")
+        return value
+
+    return check
+
+
 # ---------------------------------------------------------------------------------------------------------
-# shared options
+# shared options (each option's help is true for every command that has it)
 
 Inputs = Annotated[list[str] | None, typer.Argument(
     metavar="INPUT", show_default=False,
-    help="Files (or folders, with -r). '-' or none: stdin, and then the output goes to stdout.")]
+    help="Files (or folders, with -r). '-', /dev/stdin or none: stdin, and then the output goes to stdout.")]
 Output = Annotated[str | None, typer.Option(
     "--output", "-o", metavar="OUTPUT", show_default=False,
-    help="Output file ('-': stdout). With several inputs or -r: a folder. Default: beside each input "
-         "(see --suffix), or stdout for stdin.")]
-Keys = Annotated[list[str] | None, typer.Option(
-    "--key", "-k", metavar="SPEC", show_default=False,
-    help="file:PATH (a key file, or just PATH) or kms:ID (AWS KMS key ARN, key id, alias/NAME or alias ARN). "
-         "Repeat for several keys: on encrypt the first makes the data key and all wrap it; on decrypt any may "
-         "open it.")]
-Region = Annotated[str | None, typer.Option(
-    "--region", metavar="REGION", show_default=False,
-    help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
-         "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")]
+    help="Output file ('-': stdout), or a folder to write into (an existing one, or a name ending in /). With "
+         "several inputs or -r: a folder. Default: beside each input (see --suffix), or stdout for stdin.")]
 GrantTokens = Annotated[list[str] | None, typer.Option(
     "--grant-token", metavar="TOKEN", show_default=False,
     help="An AWS KMS grant token, sent with every KMS call (repeatable).")]
@@ -82,53 +88,72 @@ CacheMaxAge = Annotated[str | None, typer.Option(
     help="Turn on the data-key cache: reuse a data key for up to SECONDS (fewer KMS calls). One cache per "
          "process: see --workers.")]
 CacheCapacity = Annotated[int | None, typer.Option(
-    "--cache-capacity", metavar="N", min=1, show_default=False,
+    "--cache-capacity", metavar="N", callback=_at_least(1), show_default=False,
     help="Data keys the cache holds at most, least recently used dropped first (default 1000).")]
 Policy = Annotated[str | None, typer.Option(
     "--commitment-policy", metavar="POLICY", show_default=False,
     help="require-encrypt-require-decrypt (default), require-encrypt-allow-decrypt or "
          "forbid-encrypt-allow-decrypt.")]
 Recursive = Annotated[bool, typer.Option(
-    "--recursive", "-r", help="Process the files in folder inputs, keeping the folder structure.")]
-Suffix = Annotated[str | None, typer.Option(
-    "--suffix", metavar="SUF", show_default=False,
-    help="Output name suffix. encrypt: NAME + SUF (default .encrypted). decrypt: NAME without SUF when it ends "
-         "with it (default .encrypted), else NAME.decrypted.")]
-Force = Annotated[bool, typer.Option("--force", help="Replace existing output files.")]
+    "--recursive", "-r", help="Process the files in folder inputs, keeping the folder structure. Hidden files "
+                              "are included; FIFOs, sockets, devices and dangling links are skipped and reported.")]
+FollowSymlinks = Annotated[bool, typer.Option(
+    "--follow-symlinks", help="With -r: follow symlinks to folders, and symlinks that lead outside the folder "
+                              "named (by default these are skipped and reported).")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Replace existing output files (for a symlink: the file it points to; the link stays).")]
 Metadata = Annotated[str | None, typer.Option(
     "--metadata-output", metavar="PATH", show_default=False,
-    help="Append one JSON line per input (mode, input, output, header summary, bytes, seconds). '-': stdout.")]
+    help="Append one JSON line per input (mode, input, output, header summary with message_id and "
+         "frame_length, bytes, seconds). '-': stdout.")]
 ShowProgress = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", show_default=False,
     help="Show a progress bar on stderr. Default: when stderr is a terminal.")]
 Workers = Annotated[int | None, typer.Option(
-    "--workers", metavar="N", min=1, show_default=False,
+    "--workers", metavar="N", callback=_at_least(1), show_default=False,
     help="Files processed in parallel by worker processes. Default: the number of CPU cores.")]
-MaxEdks = Annotated[int | None, typer.Option(
-    "--max-encrypted-data-keys", metavar="N", min=1, show_default=False,
-    help="Refuse messages with more encrypted data keys than N (decrypt default: 256).")]
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="Print one line per output written: its path and size in bytes.")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print no warnings (key files others can read, what -r skips); errors still print.")]
 
 
-def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursive: bool, suffix: str | None,
-             metadata_output: str | None, progress: bool | None, workers: int | None) -> int:
+def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursive: bool, follow_symlinks: bool,
+             suffix: str | None, metadata_output: str | None, progress: bool | None, workers: int | None,
+             verbose: bool, quiet: bool) -> int:
     """Keys, then files, then work: every usage error is reported before any output exists."""
     from dataclasses import replace
 
     from envelope import UsageError
 
+    from .errors import print_warning
     from .jobs import execute_plan
+    from .locations import Walk
     from .planning import Naming, plan_tasks
 
-    materials = run.materials()  # checks keys and cache limits; no KMS call yet
-    plan = plan_tasks(list(inputs or []), output, naming=Naming(run.job.mode, suffix), recursive=recursive,
-                      force=run.force)
+    if follow_symlinks and not recursive:
+        raise UsageError("--follow-symlinks applies to -r (folder inputs); add -r")
+
+    def warn(message: str) -> None:
+        if not quiet:
+            print_warning(message)
+
+    def skipped(location: str, why: str) -> None:
+        warn(f"skipped {location!r}: {why}")
+
+    materials = run.materials(warn)  # checks keys and cache limits; no KMS call yet
+    plan = plan_tasks(list(inputs or []), output, naming=Naming(run.job.mode, suffix), force=run.force,
+                      walk=Walk(recursive, follow_symlinks, skipped), metadata_output=metadata_output,
+                      key_files=key_files(run.keys))
     if metadata_output == STDIO and plan.to_stdout:
         raise UsageError("--metadata-output - (stdout) cannot be used while the data also goes to stdout")
-    if run.job.binary_input and plan.tasks[0].source == STDIO and is_terminal(sys.stdin.buffer):
+    if run.job.binary_input and plan.reads_stdin and is_terminal(sys.stdin.buffer):
         raise UsageError("stdin is a terminal: give an INPUT file or pipe the message in")
-    run = replace(run, make_folders=plan.many, metadata=metadata_output is not None)
+    if not plan.tasks:
+        warn("no input files to process")
+    run = replace(run, make_folders=plan.make_folders, metadata=metadata_output is not None)
     return execute_plan(plan, run, materials, workers=workers or _default_workers(), progress=progress,
-                        metadata_output=metadata_output)
+                        metadata_output=metadata_output, verbose=verbose)
 
 
 def _default_workers() -> int:
@@ -147,7 +172,8 @@ def _examples(*lines: str) -> str:
     return "Example" + ("s" if len(lines) > 1 else "") + ":\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
-@app.command(epilog=_examples("envelope encrypt config.json --key file:app.key -c app=web -c stage=prod",
+@app.command(cls=Command, short_help="Encrypt files or stdin into ESDK messages.",
+             epilog=_examples("envelope encrypt config.json --key file:app.key -c app=web -c stage=prod",
                               "tar c conf | envelope encrypt --key file:app.key > conf.tar.encrypted",
                               "envelope encrypt -r conf -o conf.enc --key file:app.key",
                               "envelope encrypt config.json --key kms:alias/app --key file:backup.key -c app=web",
@@ -156,56 +182,80 @@ def _examples(*lines: str) -> str:
 def encrypt(
     inputs: Inputs = None,
     output: Output = None,
-    key: Keys = None,
+    key: Annotated[list[str] | None, typer.Option(
+        "--key", "-k", metavar="SPEC", show_default=False,
+        help="file:PATH (a key file, or just PATH) or kms:ID (AWS KMS key ARN, key id, alias/NAME or alias "
+             "ARN). Repeat for several keys: the first makes the data key and every key wraps it, so any one "
+             "of them can decrypt.")] = None,
     context: Annotated[list[str] | None, typer.Option(
         "--context", "-c", metavar="KEY=VALUE", show_default=False,
-        help="An encryption-context pair, stored in the message and authenticated (repeatable).")] = None,
+        help="An encryption-context pair, stored in the message and authenticated (repeat -c for each "
+             "pair).")] = None,
     algorithm: Annotated[str | None, typer.Option(
         "--algorithm", metavar="ID|NAME", show_default=False,
         help="Algorithm suite: an ESDK name or hex id (0x0478, 0478). Default: 0x0478 "
              "(AES_256_GCM_HKDF_SHA512_COMMIT_KEY); 0x0578 also signs.")] = None,
     frame_size: Annotated[int | None, typer.Option(
-        "--frame-size", metavar="BYTES", min=1, show_default=False,
-        help="Plaintext bytes per frame (default: 1 MiB).")] = None,
+        "--frame-size", metavar="BYTES", callback=_at_least(1), show_default=False,
+        help="Plaintext bytes per frame (default: 1 MiB). Above 64 MiB, what envelope decrypt reads by "
+             "default, only with --allow-large-frames.")] = None,
+    allow_large_frames: Annotated[bool, typer.Option(
+        "--allow-large-frames", help="Allow --frame-size above 64 MiB (readers then need --max-frame-length "
+                                     "and hold each frame in memory).")] = False,
     commitment_policy: Policy = None,
     encode: Annotated[bool, typer.Option("--encode", help="Write base64 (no line breaks) instead of binary.")]
     = False,
     recursive: Recursive = False,
-    suffix: Suffix = None,
+    follow_symlinks: FollowSymlinks = False,
+    suffix: Annotated[str | None, typer.Option(
+        "--suffix", metavar="SUF", show_default=False,
+        help="Output names: NAME + SUF (default .encrypted).")] = None,
     force: Force = False,
     metadata_output: Metadata = None,
     progress: ShowProgress = None,
     workers: Workers = None,
-    max_encrypted_data_keys: MaxEdks = None,
-    region: Region = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+    max_encrypted_data_keys: Annotated[int | None, typer.Option(
+        "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
+        help="Refuse to encrypt when the keys make more than N encrypted data keys (default: no limit).")]
+    = None,
+    region: Annotated[str | None, typer.Option(
+        "--region", metavar="REGION", show_default=False,
+        help="AWS region of kms: keys given by key id or alias (ARNs name their own). Default: AWS_REGION / "
+             "AWS_DEFAULT_REGION or the AWS_PROFILE's region.")] = None,
     grant_token: GrantTokens = None,
     cache_max_age: CacheMaxAge = None,
     cache_max_messages: Annotated[int | None, typer.Option(
-        "--cache-max-messages", metavar="N", min=1, show_default=False,
+        "--cache-max-messages", metavar="N", callback=_at_least(1), show_default=False,
         help="Messages one cached data key may protect at most (default 2^32).")] = None,
     cache_max_bytes: Annotated[int | None, typer.Option(
-        "--cache-max-bytes", metavar="N", min=0, show_default=False,
+        "--cache-max-bytes", metavar="N", callback=_at_least(0), show_default=False,
         help="Plaintext bytes one cached data key may protect at most (default 2^63 - 1).")] = None,
     cache_capacity: CacheCapacity = None,
 ) -> int:
     """Encrypt files or stdin into ESDK messages.
 
     Outputs appear only once complete; an existing file is replaced only with --force. Encrypted files keep
-    the mode of their input.
+    the mode of their input. An input that changes while it is read fails (exit 4).
     """
     from . import options
     from .jobs import EncryptJob, Run
 
     suite, policy = options.suite(algorithm), options.policy(commitment_policy)
+    options.frame_size(frame_size, allow_large=allow_large_frames)
+    options.check_inputs_are_not_pairs(inputs, context)
     keys = KeyOptions(tuple(key or ()), region=region, grant_tokens=tuple(grant_token or ()))
     job = EncryptJob(options.pairs(context), algorithm=suite, frame_length=frame_size, commitment_policy=policy,
                      max_encrypted_data_keys=max_encrypted_data_keys, encode=encode)
     cache = options.cache_settings(cache_max_age, cache_max_messages, cache_max_bytes, cache_capacity)
-    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive, suffix=suffix,
-                    metadata_output=metadata_output, progress=progress, workers=workers)
+    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive,
+                    follow_symlinks=follow_symlinks, suffix=suffix, metadata_output=metadata_output,
+                    progress=progress, workers=workers, verbose=verbose, quiet=quiet)
 
 
-@app.command(epilog=_examples("envelope decrypt config.json.encrypted --key file:app.key -c app=web",
+@app.command(cls=Command, short_help="Decrypt ESDK messages (from envelope, the ESDK or its CLI).",
+             epilog=_examples("envelope decrypt config.json.encrypted --key file:app.key -c app=web",
                               "envelope decrypt --key file:app.key < conf.tar.encrypted | tar x",
                               "envelope decrypt -r conf.enc -o conf --key file:app.key",
                               "envelope decrypt config.json.encrypted --key kms:alias/app -c app=web",
@@ -215,7 +265,11 @@ def encrypt(
 def decrypt(
     inputs: Inputs = None,
     output: Output = None,
-    key: Keys = None,
+    key: Annotated[list[str] | None, typer.Option(
+        "--key", "-k", metavar="SPEC", show_default=False,
+        help="file:PATH (a key file with the private or secret key, or just PATH) or kms:ID (AWS KMS key ARN, "
+             "key id, alias/NAME or alias ARN). Repeat for several keys: any of them may open the data key, "
+             "tried in order.")] = None,
     discovery: Annotated[bool, typer.Option(
         "--discovery", help="Let AWS KMS open any aws-kms data key the AWS credentials may decrypt (instead of "
                             "--key).")] = False,
@@ -227,26 +281,38 @@ def decrypt(
         help="Limit --discovery to KMS keys of this AWS account (repeatable).")] = None,
     context: Annotated[list[str] | None, typer.Option(
         "--context", "-c", metavar="KEY=VALUE", show_default=False,
-        help="A required pair: the message's encryption context must hold KEY with this VALUE "
-             "(repeatable).")] = None,
+        help="A required pair: the message's encryption context must hold KEY with this VALUE (repeat -c for "
+             "each pair).")] = None,
     decode: Annotated[bool, typer.Option(
         "--decode", help="Read base64 (whitespace and line breaks are ignored).")] = False,
     commitment_policy: Policy = None,
     unsigned_only: Annotated[bool, typer.Option(
         "--unsigned-only", help="Refuse signed messages before any output (so nothing unverified is "
                                 "ever written, even to a pipe).")] = False,
-    max_encrypted_data_keys: MaxEdks = None,
+    max_encrypted_data_keys: Annotated[int | None, typer.Option(
+        "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
+        help="Refuse messages with more than N encrypted data keys, as soon as the count is read (default "
+             "256).")] = None,
     max_frame_length: Annotated[int | None, typer.Option(
-        "--max-frame-length", metavar="BYTES", min=1, show_default=False,
+        "--max-frame-length", metavar="BYTES", callback=_at_least(1), show_default=False,
         help="Refuse frames (or a non-framed body) longer than BYTES, before reading them: each is held in "
              "memory until its tag verifies (default 64 MiB).")] = None,
     recursive: Recursive = False,
-    suffix: Suffix = None,
+    follow_symlinks: FollowSymlinks = False,
+    suffix: Annotated[str | None, typer.Option(
+        "--suffix", metavar="SUF", show_default=False,
+        help="Output names: NAME without SUF when it ends with it (default .encrypted), else "
+             "NAME.decrypted.")] = None,
     force: Force = False,
     metadata_output: Metadata = None,
     progress: ShowProgress = None,
     workers: Workers = None,
-    region: Region = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+    region: Annotated[str | None, typer.Option(
+        "--region", metavar="REGION", show_default=False,
+        help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
+             "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")] = None,
     grant_token: GrantTokens = None,
     cache_max_age: CacheMaxAge = None,
     cache_capacity: CacheCapacity = None,
@@ -263,6 +329,7 @@ def decrypt(
     from .jobs import DecryptJob, Run
 
     policy = options.policy(commitment_policy)
+    options.check_inputs_are_not_pairs(inputs, context)
     keys = KeyOptions(tuple(key or ()), discovery=discovery, discovery_partition=discovery_partition,
                       discovery_accounts=tuple(discovery_account or ()), region=region,
                       grant_tokens=tuple(grant_token or ()))
@@ -272,13 +339,16 @@ def decrypt(
         else max_encrypted_data_keys,
         max_frame_length=envelope.DEFAULT_MAX_FRAME_LENGTH if max_frame_length is None else max_frame_length)
     cache = options.cache_settings(cache_max_age, None, None, cache_capacity)
-    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive, suffix=suffix,
-                    metadata_output=metadata_output, progress=progress, workers=workers)
+    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive,
+                    follow_symlinks=follow_symlinks, suffix=suffix, metadata_output=metadata_output,
+                    progress=progress, workers=workers, verbose=verbose, quiet=quiet)
 
 
-@app.command(epilog=_examples("envelope inspect config.json.encrypted"))
+@app.command(cls=Command, short_help="Print a message's header as JSON, without any key.",
+             epilog=_examples("envelope inspect config.json.encrypted"))
 def inspect(
-    input: Annotated[str, typer.Argument(metavar="[INPUT]", help="A message file; '-' or none: stdin.")] = STDIO,
+    input: Annotated[str, typer.Argument(metavar="INPUT", show_default=False,
+                                         help="A message file; '-' or none: stdin.")] = STDIO,
     decode: Annotated[bool, typer.Option("--decode", help="Read base64.")] = False,
 ) -> int:
     """Print a message's header as JSON, without any key.
@@ -294,9 +364,9 @@ def inspect(
 
     source = open_source(input)
     raw = source.open()
-    if input == STDIO and not decode and is_terminal(raw):
+    if source.location == STDIO and not decode and is_terminal(raw):
         raise envelope.UsageError("stdin is a terminal: give an INPUT file or pipe the message in")
-    meter = InputMeter(raw)
+    meter = InputMeter(raw, location=input)
     try:
         header, _, _ = envelope.read_header(Base64Reader(meter) if decode else meter,  # type: ignore[arg-type]
                                             max_encrypted_data_keys=None)
@@ -312,7 +382,9 @@ def inspect(
     return ExitCode.OK
 
 
-@app.command(epilog=_examples("envelope keygen -o app.key", "envelope keygen --rsa 4096 -o app-rsa.key"))
+@app.command(cls=Command, short_help="Generate a local key file (AES or RSA), readable only by you.",
+             epilog=_examples("envelope keygen -o app.key",
+                              "envelope keygen --rsa 4096 -o app-rsa.key --public-output app-rsa.public.key"))
 def keygen(
     output: Annotated[str | None, typer.Option(
         "--output", "-o", metavar="PATH", show_default=False,
@@ -327,36 +399,47 @@ def keygen(
     rsa: Annotated[int | None, typer.Option(
         "--rsa", metavar="BITS", show_default=False,
         help="Make an RSA key pair of BITS bits (OAEP-SHA256) instead of an AES key.")] = None,
+    public_output: Annotated[str | None, typer.Option(
+        "--public-output", metavar="PATH", show_default=False,
+        help="With --rsa: also write the public-only key file (encrypt-only, mode 0644) to PATH; '-' prints "
+             "it.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key file.")] = False,
 ) -> int:
     """Generate a local key file (raw AES by default, or raw RSA), readable only by you.
 
-    The key file format is described in the README ("Key files").
+    The key file format is described in the README ("Key files"). With --rsa, --public-output also writes the
+    encrypt-only file that holds just the public key.
     """
     import envelope
     from envelope import UsageError
 
+    from .errors import say
+    from .keyfiles import KeyFileOutput
+
     if rsa is not None and bits is not None:
         raise UsageError("--bits sets the size of an AES key; for RSA give the size with --rsa BITS")
+    if public_output is not None and rsa is None:
+        raise UsageError("--public-output writes the public half of an RSA key pair: add --rsa BITS")
+    if output == STDIO and public_output == STDIO:
+        raise UsageError("-o - and --public-output - would both print to stdout: name a file for one of them")
     if rsa is not None:
         doc = envelope.generate_rsa_key_file(namespace, name, bits=rsa)
     else:
         doc = envelope.generate_aes_key_file(namespace, name, bits if bits is not None else 256)
-    if output == STDIO:
-        sys.stdout.write(envelope.key_file_text(doc))
-        sys.stdout.flush()
-        return ExitCode.OK
-    path = output if output is not None else doc["name"].replace(os.sep, "_") + ".key"
-    if os.path.isdir(path):
-        raise UsageError(f"output {path!r} is a folder, where a file is expected (-o names the key file)")
-    if os.path.exists(path) and not os.path.isfile(path):  # never replace /dev/null, a FIFO, a terminal
-        raise UsageError(f"output {path!r} is not a regular file; use -o - to print the key file")
-    try:
-        envelope.write_key_file(path, doc, force=force)
-    except FileExistsError:
-        raise UsageError(f"output {path!r} already exists (add --force to replace it)") from None
-    except OSError as exc:
-        raise FileProblem("cannot write key file", exc, path) from None
+    private = KeyFileOutput(output if output is not None else doc["name"].replace(os.sep, "_") + ".key", force)
+    public = KeyFileOutput(public_output, force, mode=0o644) if public_output is not None else None
+    if public is not None and public.same_as(private):
+        raise UsageError(f"--public-output {public_output!r} is the key file itself")
+    private.write(doc)
     kind = f"RSA-{rsa}" if rsa is not None else f"AES-{bits or 256}"
-    sys.stderr.write(f"envelope: wrote {kind} key {doc['namespace']}/{doc['name']} to {path} (mode 0600)\n")
+    if private.path is not None:
+        say(f"wrote {kind} key {doc['namespace']}/{doc['name']} to {private.path} (mode 0600)")
+    if public is not None:
+        try:
+            public.write(envelope.public_key_file(doc))
+        except BaseException:
+            private.undo()  # a failed run leaves no file it did not have before
+            raise
+        if public.path is not None:
+            say(f"wrote its public key (encrypt only) to {public.path} (mode 0644)")
     return ExitCode.OK

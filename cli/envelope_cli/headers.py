@@ -26,9 +26,12 @@ def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
 
 
 def header_summary(header: Header) -> dict[str, Any]:
-    """Suite, context and EDK providers: what ``--metadata-output`` records for each message."""
+    """Suite, message id, frame length, context and EDK providers: what ``--metadata-output`` records for each
+    message."""
     return {
         "suite": {"id": header.suite.hex_id, "name": header.suite.name},
+        "message_id": header.message_id.hex(),
+        "frame_length": header.frame_length,
         "encryption_context": dict(header.encryption_context),
         "encrypted_data_keys": [_edk(edk) for edk in header.encrypted_data_keys],
     }

@@ -5,8 +5,10 @@ the keyword arguments of :func:`envelope.encrypt_stream` / :func:`envelope.decry
 that make the materials manager, and the output rules. :func:`process_task` runs one :class:`~envelope_cli.
 planning.Task` with it: it opens the source and the sink through ``envelope_cli.locations`` (so every kind of
 location works the same), lets the job call the library, and commits the sink only after the library
-returned. The runner has no branch on the direction: what differs between encrypt and decrypt is a method or
-attribute of the job.
+returned. The input goes through an :class:`~envelope_cli.streams.InputMeter` that holds it to the size the
+source had when it was opened (an input that changes while being read fails, exit 4) and the output through an
+:class:`~envelope_cli.streams.OutputWriter`, so I/O errors name the file. The runner has no branch on the
+direction: what differs between encrypt and decrypt is a method or attribute of the job.
 
 Each process encrypts or decrypts through one :class:`Materials`: always a materials manager, the
 :class:`~envelope.DefaultMaterialsManager` over the keyring, or with ``--cache-max-age`` a
@@ -21,20 +23,24 @@ added to its process's cache stats, so the main process sums them (``CacheStats.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
-from .errors import ExitCode, FileProblem, classify, debug, print_error
+from . import tempfiles
+from .errors import ExitCode, FileProblem, classify, debug, print_error, say
 from .files import STDIO
 from .headers import header_summary
 from .keys import KeyOptions, build_keyring
 from .locations import SinkRules, create_sink, open_source
 from .planning import Plan, Task
 from .progress import Progress
-from .streams import Base64Reader, Base64Writer, InputMeter, Readable
+from .streams import Base64Reader, Base64Writer, InputMeter, OutputWriter, Readable, Writable
+from .tempfiles import close_quietly
 
 if TYPE_CHECKING:
     from envelope import (
@@ -48,6 +54,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CacheSettings", "DecryptJob", "EncryptJob", "Job", "Materials", "Outcome", "Run", "execute_plan",
            "process_task"]
+
+def _usage(message: str) -> Exception:
+    from envelope import UsageError
+
+    return UsageError(message)
+
 
 TERMINAL_CIPHERTEXT = "refusing to write binary ciphertext to a terminal: use -o FILE, a pipe, or --encode"
 
@@ -80,7 +92,7 @@ class Job(Protocol):
     def output_mode(self, input_mode: int | None) -> int | None:
         """Permission bits of a new output file, given the input's."""
 
-    def transform(self, source: Readable, destination: BinaryIO, manager: MaterialsManager, *,
+    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
                   length: int | None, threads: int | None) -> Done:
         """Call the library: ``source`` -> ``destination``; ``length`` is the input's size when known."""
 
@@ -112,11 +124,11 @@ class EncryptJob:
         """Encrypted files keep the mode of their input."""
         return input_mode
 
-    def transform(self, source: Readable, destination: BinaryIO, manager: MaterialsManager, *,
+    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
                   length: int | None, threads: int | None) -> Done:
         import envelope
 
-        out: BinaryIO | Base64Writer = Base64Writer(destination) if self.encode else destination
+        out: Writable = Base64Writer(destination) if self.encode else destination
         result = envelope.encrypt_stream(
             source, out, materials_manager=manager, context=self.context,  # type: ignore[arg-type]
             algorithm=self.algorithm, frame_length=self.frame_length, commitment_policy=self.commitment_policy,
@@ -153,7 +165,7 @@ class DecryptJob:
         """Decrypted files are private, whatever the message's file mode."""
         return 0o600
 
-    def transform(self, source: Readable, destination: BinaryIO, manager: MaterialsManager, *,
+    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
                   length: int | None, threads: int | None) -> Done:
         import envelope
 
@@ -200,12 +212,12 @@ class Run:
     make_folders: bool = False  # several inputs or -r: output folders are created
     metadata: bool = False  # build the --metadata-output record
 
-    def materials(self) -> Materials:
+    def materials(self, warn: Callable[[str], None] | None = None) -> Materials:
         """The keyring from ``keys``, behind a new cache when ``cache`` says so. Raises UsageError for bad keys,
-        so the command builds it before any file is touched."""
+        so the command builds it before any file is touched; ``warn`` gets warnings about the keys."""
         import envelope
 
-        keyring = build_keyring(self.keys, self.job.mode)
+        keyring = build_keyring(self.keys, self.job.mode, warn)
         if self.cache is None:
             return Materials(envelope.DefaultMaterialsManager(keyring))
         c = self.cache
@@ -221,6 +233,8 @@ class Outcome:
     error: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
     cache_counts: dict[str, int] | None = None  # what this task added to its process's cache stats
+    bytes_out: int | None = None  # bytes written to the output, when it succeeded
+    created: list[str] = field(default_factory=list)  # folders this task created
 
 
 def _difference(after: dict[str, int] | None, before: dict[str, int] | None) -> dict[str, int] | None:
@@ -232,11 +246,12 @@ def _difference(after: dict[str, int] | None, before: dict[str, int] | None) -> 
 def process_task(task: Task, run: Run, materials: Materials, *, threads: int | None = None,
                  on_read: Callable[[int], None] | None = None) -> Outcome:
     """Encrypt or decrypt one input into one output. Library and I/O errors become a failed :class:`Outcome`."""
-    before = materials.cache_counts()
+    before, folders = materials.cache_counts(), len(tempfiles.CREATED)
     outcome = _transform(task, run, materials, threads, on_read)
     outcome.cache_counts = _difference(materials.cache_counts(), before)
     if outcome.cache_counts is not None:
         outcome.record["cache_stats"] = outcome.cache_counts
+    outcome.created = tempfiles.CREATED[folders:]
     return outcome
 
 
@@ -248,17 +263,17 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
     started = time.perf_counter()
     record: dict[str, Any] = {"mode": job.mode, "input": task.source, "output": task.destination}
     meter: InputMeter | None = None
-    if threads is None:
-        threads = envelope.stream_threads(task.size)
     try:
         source = open_source(task.source)
         try:
-            meter = InputMeter(source.open(), on_read)
+            meter = InputMeter(source.open(), on_read, location=task.source, size=source.size)
             sink = create_sink(task.destination, SinkRules(
                 force=run.force, mode=job.output_mode(source.mode), make_folders=run.make_folders,
                 refuse_terminal=job.refuse_terminal))
             try:
-                done = job.transform(meter, sink.open(), materials.manager, length=task.size, threads=threads)
+                out = OutputWriter(sink.open(), task.destination)
+                done = job.transform(meter, out, materials.manager, length=source.size,
+                                     threads=envelope.stream_threads(source.size) if threads is None else threads)
                 sink.commit()
             except BaseException:
                 sink.abort()
@@ -278,7 +293,7 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
         record["bytes_in"] = meter.count
         record["bytes_out"] = done.bytes_out
         record["seconds"] = round(time.perf_counter() - started, 6)
-    return Outcome(task, ExitCode.OK, None, record)
+    return Outcome(task, ExitCode.OK, None, record, bytes_out=done.bytes_out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -286,34 +301,65 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
 
 
 class MetadataLog:
-    """``--metadata-output``: one JSON line per processed input, appended as each finishes."""
+    """``--metadata-output``: one JSON line per processed input, appended as each finishes.
+
+    A log that did not exist is created with its first line, and removed again if no input succeeded: a failed
+    run leaves no file it did not have before. An existing log is only appended to."""
 
     def __init__(self, path: str | None) -> None:
-        self.stream: Any = None
-        if path == STDIO:
-            self.stream = sys.stdout
-        elif path is not None:
-            try:
-                self.stream = open(path, "a", encoding="utf-8")
-            except OSError as exc:
-                raise FileProblem("cannot write metadata to", exc, path) from None
-        self._own = path not in (None, STDIO)
+        self.path = path
+        self.stream: Any = sys.stdout if path == STDIO else None
+        self.created = False
+        if path is None or path == STDIO:
+            return
+        from .files import in_system_folder
+
+        if os.path.lexists(path):
+            self.stream = self._open("a")
+        elif in_system_folder(path):
+            raise _usage(f"--metadata-output {path!r}: envelope never creates files in /dev or /proc")
+        elif not os.path.isdir(os.path.dirname(path) or "."):
+            folder = os.path.dirname(path)
+            raise FileProblem("cannot write metadata to", OSError(errno.ENOENT, f"the folder {folder!r} does not "
+                                                                                "exist"), path)
+
+    def _open(self, mode: str) -> Any:
+        assert self.path is not None
+        try:
+            return open(self.path, mode, encoding="utf-8")
+        except OSError as exc:
+            raise FileProblem("cannot write metadata to", exc, self.path) from None
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.stream is not None:
-            from .headers import json_text
+        if self.path is None:
+            return
+        if self.stream is None:
+            self.stream = self._open("x")  # it did not exist when the run started; nor may it now
+            self.created = True
+        from .headers import json_text
 
+        try:
             self.stream.write(json_text(record) + "\n")
             self.stream.flush()
+        except OSError as exc:
+            raise FileProblem("cannot write metadata to", exc, self.path) from None
 
-    def close(self) -> None:
-        if self._own and self.stream is not None:
-            self.stream.close()
+    def close(self, *, succeeded: bool) -> None:
+        if self.stream is None or self.path == STDIO:
+            return
+        close_quietly(self.stream)
+        if self.created and not succeeded and self.path is not None:
+            try:
+                os.unlink(self.path)  # ours: created by this run, which produced nothing
+            except OSError:
+                pass
 
 
 def execute_plan(plan: Plan, run: Run, materials: Materials, *, workers: int, progress: bool | None,
-                 metadata_output: str | None) -> int:
-    """Run every task; print one error line per failed input. Returns the exit code of the first failure.
+                 metadata_output: str | None, verbose: bool = False) -> int:
+    """Run every task; print one error line per failed input (and with ``verbose`` one line per output
+    written). Returns the exit code of the first failure. Folders the run created and left empty (their only
+    outputs failed) are removed at the end.
 
     ``materials`` serve tasks run in this process; worker processes build their own from ``run``. With a
     cache, ``--metadata-output`` gets one more line after the inputs: the cache settings and the stats of
@@ -336,15 +382,22 @@ def execute_plan(plan: Plan, run: Run, materials: Materials, *, workers: int, pr
         bar = Progress(run.job.mode, total, progress, files=len(plan.tasks))
         results = (process_task(task, run, materials, on_read=bar.advance) for task in plan.tasks)
     code = 0
-    failed = 0
+    failed = succeeded = 0
+    created: list[str] = []
     cache_total: CacheStats | None = None
     try:
         for outcome in results:
             bar.file_done((outcome.task.size or 0) if workers > 1 else 0)
+            created += outcome.created
             if outcome.error is not None:
                 code = code or outcome.code
                 failed += 1
                 print_error(f"{outcome.task.source}: {outcome.error}" if plan.many else outcome.error)
+            else:
+                succeeded += 1
+            if outcome.error is None and verbose:
+                where = "stdout" if outcome.task.destination == STDIO else repr(outcome.task.destination)
+                say(f"wrote {where} ({outcome.bytes_out} bytes)")
             if outcome.cache_counts is not None:
                 from envelope import CacheStats
 
@@ -357,5 +410,6 @@ def execute_plan(plan: Plan, run: Run, materials: Materials, *, workers: int, pr
                             "cache_stats": cache_total.as_dict()})
     finally:
         bar.close()
-        metadata.close()
+        metadata.close(succeeded=succeeded > 0)
+        tempfiles.remove_empty_folders(created)
     return code

@@ -14,40 +14,51 @@ module, so a new kind needs no change in either:
     sink.commit()                         # only after the library returned: the output becomes visible
     # on any failure: sink.abort() (also when open() itself failed); always: source.close()
 
-To add a kind (say ``s3://``), subclass :class:`Kind` and register an instance, before the command runs
+To add a kind (say ``s3://``), subclass :class:`Kind` and register an instance before the command runs
 (``register`` puts it ahead of the local files)::
 
     class S3(Kind):
         name = "s3"
         def claims(self, location): return location.startswith("s3://")
-        def source(self, location): return S3Source(location)        # size = the object's ContentLength
+        def source(self, location): return S3Source(location)      # size: the object's ContentLength
         def sink(self, location, rules): return S3Sink(location, rules)
         # commit() completes the multipart upload, abort() aborts it: nothing partial is ever visible
-        def expand(self, location, recursive): ...   # -r: the objects under a prefix, as Entry(location, relative)
-        def split(self, location): ...               # ("s3://b/dir", "name"): "/" separated
-        def join(self, folder, *parts): ...
+        def expand(self, location, walk): ...       # -r: (True, [Entry(location, relative, size), ...])
+        def split(self, location): ...              # ("s3://b/dir", "name"); the default splits at "/"
+        def join(self, folder, *parts): ...         # the default joins with "/"
+        def plan_output(self, location): ...        # Planned(identity, overwrites, exists): one HEAD
+        def holds(self, location): ...              # ("s3", bucket, key): what plan_output's overwrites says
     register(S3())
 
+Planning (``envelope_cli.planning``) then refuses, for every kind alike and before any work, two outputs with
+one identity, an output that overwrites what an input holds, and an existing output without ``--force``. Only
+the methods a kind supports need writing: the defaults refuse to read or write and say nothing exists.
+
 A location that cannot be read or written raises :class:`envelope.StorageError` (exit 4), a malformed one
-:class:`envelope.UsageError` (exit 2). Sources and sinks must be picklable before ``open()`` only if a kind
-creates them in one process and opens them in another; the built-in executors create them where they run.
+:class:`envelope.UsageError` (exit 2). The runner wraps the streams: an ``OSError`` while reading or writing
+is restated naming the location (``cannot write 'x': No space left on device``), and a source is held to its
+``size``. Sources and sinks are made and opened in the process that runs the task (a worker process, later a
+Dask worker), so they need not be picklable; the location strings, :class:`SinkRules` and the job description
+are what travels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import BinaryIO, NamedTuple, Protocol
 
-__all__ = ["Entry", "Kind", "Sink", "SinkRules", "Source", "create_sink", "kind_of", "open_source", "register"]
+__all__ = ["Entry", "Kind", "Planned", "Sink", "SinkRules", "Source", "Walk", "create_sink", "kind_of",
+           "open_source", "register"]
 
 
 class Source(Protocol):
     """One input. ``open()`` returns a binary stream (``readinto``) at the start of the data and is called
     once; ``close()`` releases it and may be called more than once, also when ``open()`` failed.
 
-    ``size`` is the number of bytes, when the source knows it (a regular file, an S3 object); None otherwise
-    (a pipe). A source that knows its size must refuse to deliver fewer or more bytes: the input changed
-    while being read. ``mode`` is the permission bits an encrypted output keeps (None: the default mode)."""
+    ``size`` is the number of bytes, when the source knows it (a regular file, an S3 object's ContentLength),
+    at the latest once ``open()`` returned; None otherwise (a pipe). The runner holds the source to it: fewer
+    or more bytes mean the input changed while being read, and the task fails (exit 4) before its output is
+    committed. ``mode`` is the permission bits an encrypted output keeps (None: the default mode)."""
 
     location: str
 
@@ -89,6 +100,31 @@ class SinkRules(NamedTuple):
     refuse_terminal: str | None = None  # the usage error to raise when the output is a terminal
 
 
+def _ignore(location: str, why: str) -> None:
+    pass
+
+
+class Walk(NamedTuple):
+    """How :meth:`Kind.expand` looks at an INPUT: ``recursive`` (-r), ``follow_symlinks`` (--follow-symlinks),
+    and ``skipped(location, why)``, called for each entry -r leaves out (FIFOs, sockets, devices, dangling or
+    outside links), so that nothing is skipped silently."""
+
+    recursive: bool = False
+    follow_symlinks: bool = False
+    skipped: Callable[[str, str], None] = _ignore
+
+
+class Planned(NamedTuple):
+    """What planning learns about one output. ``identity``: where it goes (two outputs with the same identity
+    collide). ``overwrites``: the data already there that it would replace, comparable with what inputs
+    :meth:`Kind.holds` (local files: device and inode), or None. ``exists``: there is something to replace
+    (refused without ``--force``)."""
+
+    identity: Hashable
+    overwrites: Hashable | None
+    exists: bool
+
+
 class Entry(NamedTuple):
     """One input found by :meth:`Kind.expand`: its location, its name relative to what the user named (with
     ``-r``: the path inside the folder; else the base name), and its size when known without opening it."""
@@ -117,9 +153,10 @@ class Kind:
 
         raise UsageError(f"{location!r}: a {self.name} location cannot be written")
 
-    def expand(self, location: str, recursive: bool) -> tuple[bool, Sequence[Entry]]:
+    def expand(self, location: str, walk: Walk) -> tuple[bool, Sequence[Entry]]:
         """Planning: what an INPUT names. Returns (is a folder, entries): one entry for a single input; with
-        ``recursive``, the inputs inside a folder or prefix. Refuses missing inputs and folders without -r."""
+        ``walk.recursive``, the inputs inside a folder or prefix. Refuses missing inputs and folders without
+        -r; reports what it leaves out through ``walk.skipped``."""
         return False, [Entry(location, self.split(location)[1], None)]
 
     def split(self, location: str) -> tuple[str, str]:
@@ -130,15 +167,21 @@ class Kind:
     def join(self, folder: str, *parts: str) -> str:
         return "/".join(part for part in (folder.rstrip("/"), *parts) if part)
 
+    def is_folder(self, location: str) -> bool:
+        """``-o`` with one input: a folder (or prefix) to write into, rather than the output's own name."""
+        return location.endswith("/")
+
     def check_folder(self, location: str) -> None:
         """``-o`` with several inputs or -r names a folder: refuse a location that cannot be one."""
 
-    def check_output(self, location: str, *, force: bool, source: str | None = None) -> None:
-        """Planning, before any work: refuse an output that exists (without ``force``), that is ``source``, or
-        that cannot be written."""
+    def plan_output(self, location: str) -> Planned:
+        """Planning, before any work: refuse an output that cannot be written (a folder, say), and tell where it
+        goes, what it would overwrite and whether it exists (see :class:`Planned`)."""
+        return Planned((self.name, location), None, False)
 
-    def identity(self, location: str) -> Hashable:
-        """Two locations with the same identity are the same data (outputs that collide, inputs overwritten)."""
+    def holds(self, location: str) -> Hashable | None:
+        """Planning: what an input holds, in the terms of :attr:`Planned.overwrites` (a run refuses to write
+        over any of its inputs); None when nothing could overwrite it (a pipe)."""
         return (self.name, location)
 
 

@@ -19,18 +19,19 @@ import os
 import secrets
 import sys
 import threading
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from .errors import FileProblem
 from .locations import SinkRules
 
-__all__ = ["BUFFER", "TEMP_SUFFIX", "NamedFile", "TemporaryFileSink", "UnnamedFile", "abandon_temporary_files",
-           "already_exists", "close_quietly", "remove_temporary_files"]
+__all__ = ["BUFFER", "CREATED", "TEMP_SUFFIX", "NamedFile", "TemporaryFileSink", "UnnamedFile",
+           "abandon_temporary_files", "already_exists", "close_quietly", "remove_empty_folders",
+           "remove_temporary_files"]
 
 TEMP_SUFFIX = ".envelope-tmp"
 
 
-def close_quietly(stream: BinaryIO | None) -> None:
+def close_quietly(stream: IO[Any] | None) -> None:
     """Close an output that is being discarded: its write errors no longer matter."""
     if stream is not None:
         try:
@@ -82,7 +83,43 @@ def _default_mode() -> int:
 
 
 _NEW_FILE_MODE = _default_mode()
-_MADE: set[str] = set()  # output folders this process already created (many files share one)
+_MADE: set[str] = set()  # output folders this process already made sure of (many files share one)
+#: folders this process created, in order: a folder a failed run leaves empty is removed again
+CREATED: list[str] = []
+
+
+def _make_folders(folder: str) -> None:
+    """``os.makedirs``, recording each folder it creates in :data:`CREATED`."""
+    missing = []
+    parent = os.path.abspath(folder)
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        up = os.path.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise FileProblem("cannot create folder", OSError(errno.EEXIST, "a file is in the way"),
+                                  path) from None
+            continue
+        except OSError as exc:
+            raise FileProblem("cannot create folder", exc, path) from None
+        CREATED.append(path)
+    _MADE.add(os.path.abspath(folder))
+
+
+def remove_empty_folders(folders: list[str]) -> None:
+    """Remove the folders in ``folders`` (created by this run) that are still empty, the deepest first."""
+    for path in sorted(set(folders), key=len, reverse=True):
+        try:
+            os.rmdir(path)
+        except OSError:
+            continue  # not empty (or gone): it holds outputs, or is not ours to remove
+        _MADE.discard(path)
 #: Buffer of our file objects. Giving it explicitly also spares the isatty() and fstat() calls open() makes
 #: to choose one; the library reads and writes whole batches, which bypass the buffer anyway.
 BUFFER = 64 * 1024
@@ -264,29 +301,28 @@ class TemporaryFileSink:
     """A regular-file destination, new or (``--force``) replaced: written to an :class:`UnnamedFile` where the
     file system has them, else to a :class:`NamedFile`, and put in place by :meth:`commit`."""
 
-    def __init__(self, path: str, rules: SinkRules, *, replacing: bool) -> None:
-        self.location = path
+    def __init__(self, path: str, rules: SinkRules, *, replacing: bool, location: str | None = None) -> None:
+        self.path = path  # where the file goes: the output, or the file a symlink output points to
+        self.location = path if location is None else location  # as the user named it
         self.rules = rules
         self.replacing = replacing
         self._file: UnnamedFile | NamedFile | None = None
         self._stream: BinaryIO | None = None
 
     def open(self) -> BinaryIO:
-        folder = os.path.dirname(self.location) or "."
-        if self.rules.make_folders and folder not in _MADE:
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as exc:
-                raise FileProblem("cannot create folder", exc, folder) from None
-            _MADE.add(folder)
+        folder = os.path.dirname(self.path) or "."
+        if self.rules.make_folders and os.path.abspath(folder) not in _MADE:
+            _make_folders(folder)
         try:
             fd = UnnamedFile.create(folder) if _UNNAMED["usable"] else None
             if fd is not None:
-                self._file = UnnamedFile(self.location, self.replacing)
+                self._file = UnnamedFile(self.path, self.replacing)
             else:
-                self._file = NamedFile(self.location)
+                self._file = NamedFile(self.path)
                 fd = self._file.create()
         except OSError as exc:
+            if exc.errno == errno.ENOENT and not os.path.isdir(folder):
+                exc = OSError(exc.errno, f"{exc.strerror} (the folder {folder!r} does not exist)")
             raise FileProblem("cannot write", exc, self.location) from None
         self._stream = open(fd, "wb", buffering=BUFFER)
         return self._stream

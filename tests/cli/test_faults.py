@@ -59,6 +59,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, message: bytes) -> Pat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "k.key").write_text('{"type": "raw-aes", "namespace": "faults", "name": "k", "key": "'
                                     'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}')
+    (tmp_path / "k.key").chmod(0o600)  # a key file others can read gets a warning line (issue 12)
     (tmp_path / "m.enc").write_bytes(message)
     return tmp_path
 
