@@ -33,8 +33,16 @@ from ._keyrings import (
     RawRsaKeyring,
     load_keyring,
 )
+from ._keyrings.base import printable_info, readable_key_name
+from ._keyrings.keyfile import (
+    generate_aes_key_file,
+    generate_rsa_key_file,
+    key_file_text,
+    public_key_file,
+    write_key_file,
+)
 from ._materials import DefaultMaterialsManager, MaterialsManager
-from ._suites import SUITES, AlgorithmSuite, CommitmentPolicy
+from ._suites import SUITES, AlgorithmSuite, CommitmentPolicy, resolve_policy, resolve_suite
 from .errors import (
     AuthenticationError,
     ContextMismatchError,
@@ -50,19 +58,25 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._cache import DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES
+    from ._cache import DEFAULT_MAX_MESSAGES as DEFAULT_CACHE_MAX_MESSAGES
     from ._cache import CacheStats, CachingMaterialsManager, LocalCache
     from ._keyrings.kms import DiscoveryFilter, KmsDiscoveryKeyring, KmsKeyring
 
 __version__ = "0.1.0"
 
-# Loaded on first use (PEP 562) so that `import envelope` stays fast for local-key work.
+# Loaded on first use (PEP 562) so that `import envelope` stays fast for local-key work: name -> (module,
+# the name there).
 _LAZY = {
-    "CacheStats": "_cache",
-    "CachingMaterialsManager": "_cache",
-    "LocalCache": "_cache",
-    "DiscoveryFilter": "_keyrings.kms",
-    "KmsDiscoveryKeyring": "_keyrings.kms",
-    "KmsKeyring": "_keyrings.kms",
+    "CacheStats": ("_cache", "CacheStats"),
+    "CachingMaterialsManager": ("_cache", "CachingMaterialsManager"),
+    "LocalCache": ("_cache", "LocalCache"),
+    #: the caching manager's defaults (section 8): messages and plaintext bytes one cached data key may protect
+    "DEFAULT_CACHE_MAX_MESSAGES": ("_cache", "DEFAULT_MAX_MESSAGES"),
+    "DEFAULT_CACHE_MAX_BYTES": ("_cache", "DEFAULT_MAX_BYTES"),
+    "DiscoveryFilter": ("_keyrings.kms", "DiscoveryFilter"),
+    "KmsDiscoveryKeyring": ("_keyrings.kms", "KmsDiscoveryKeyring"),
+    "KmsKeyring": ("_keyrings.kms", "KmsKeyring"),
 }
 
 
@@ -71,12 +85,24 @@ def __getattr__(name: str) -> Any:
 
     if name == "aws":  # the public submodule envelope.aws, loaded on first use like the KMS keyrings
         return importlib.import_module(f"{__name__}.aws")
-    module = _LAZY.get(name)
-    if module is None:
+    found = _LAZY.get(name)
+    if found is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    module, attribute = found
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+
+
+def stream_threads(input_length: int | None) -> int | None:
+    """The ``threads=`` that suits :func:`encrypt_stream` / :func:`decrypt_stream` for an input of
+    ``input_length`` bytes: 0 when it is known to fit in one batch of the frame engine (a thread pipeline would
+    only add its start-up), else None (the default)."""
+    from ._stream import BATCH_BYTES
+
+    return 0 if input_length is not None and input_length <= BATCH_BYTES else None
 
 __all__ = [
+    "DEFAULT_CACHE_MAX_BYTES",
+    "DEFAULT_CACHE_MAX_MESSAGES",
     "DEFAULT_FRAME_LENGTH",
     "DEFAULT_MAX_ENCRYPTED_DATA_KEYS",
     "DEFAULT_MAX_FRAME_LENGTH",
@@ -116,6 +142,16 @@ __all__ = [
     "decrypt_stream",
     "encrypt",
     "encrypt_stream",
+    "generate_aes_key_file",
+    "generate_rsa_key_file",
+    "key_file_text",
     "load_keyring",
+    "printable_info",
+    "public_key_file",
     "read_header",
+    "readable_key_name",
+    "resolve_policy",
+    "resolve_suite",
+    "stream_threads",
+    "write_key_file",
 ]

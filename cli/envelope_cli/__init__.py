@@ -1,9 +1,15 @@
 """The envelope command-line interface (typer), installed as ``envelope_cli``. Entry point:
 :func:`envelope_cli.main.run` (console script ``envelope``).
 
-Modules: ``app`` (commands and options), ``keys`` (key SPEC -> keyring), ``files`` (which input goes where,
-atomic outputs), ``jobs`` (running the library over files, worker processes), ``streams`` (base64, input
-meter), ``progress`` (rich, lazily), ``headers`` (header JSON), ``errors`` (exit codes, one place).
+Modules: ``app`` (commands and options), ``options`` (option values -> typed library values), ``keys`` (key
+SPEC -> keyring), ``jobs`` (typed job descriptions, materials, the task runner), ``planning`` (which input goes
+to which output, checked before any work), ``locations`` (the source / sink protocol and the registry of
+location kinds), ``files`` (stdin / stdout, descriptors and local files: the built-in kinds), ``tempfiles``
+(atomic outputs through temporary files), ``folders`` (``-r`` over a local folder), ``keyfiles`` (where keygen
+writes), ``workers`` (worker processes), ``streams`` (base64, input meter, output writer), ``progress`` (rich,
+lazily), ``headers`` (header JSON), ``errors`` (exit codes and every stderr line, one place), ``boundary`` (the
+error boundary), ``helptext`` (``--help`` without type names), ``speedups`` (typer start-up), ``signals``.
+The CLI uses only the library's public API (``import envelope``).
 """
 
 from __future__ import annotations

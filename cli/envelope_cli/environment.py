@@ -138,8 +138,7 @@ def encrypt_env(
     import json
 
     import envelope.aws
-    from envelope import UsageError
-    from envelope._suites import resolve_suite
+    from envelope import UsageError, resolve_suite
 
     if output_format not in ("dotenv", "json"):
         raise UsageError(f"--format {output_format!r}: use dotenv or json")
@@ -168,7 +167,7 @@ def encrypt_env(
 
 
 def _read_file(path: str) -> bytes:
-    from .files import FileProblem
+    from .errors import FileProblem
 
     try:
         if path == "-":
@@ -209,8 +208,7 @@ def _decrypt_sources(sources: list[str], keyring: Keyring, context: dict[str, st
     with its retry budget, never cached: this is one run); files and stdin are opened here."""
     import envelope
     import envelope.aws
-    from envelope import UsageError
-    from envelope._cache import CachingMaterialsManager, LocalCache
+    from envelope import CachingMaterialsManager, LocalCache, UsageError
 
     if sources.count("-") > 1:
         raise UsageError("stdin ('-') can be a source once")

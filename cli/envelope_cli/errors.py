@@ -3,17 +3,21 @@
     0  success
     1  the message failed to authenticate or parse, or a setting refused it (FormatError, AuthenticationError,
        PolicyError including ContextMismatchError)
-    2  usage error (bad option, UsageError, KeyFileError, a destination that exists, a folder given for a file)
+    2  usage error (bad option, UsageError, KeyFileError, a destination that exists, a folder given for a file,
+       an output that is one of the inputs)
     3  no key could open or make the data key (KeyringError, KmsError)
-    4  an I/O error (missing input, unwritable output, disk full, an S3 object or parameter that cannot be read
-       or written): OSError, StorageError
-    70 an unexpected error (a bug); 130 / 143 interrupted by SIGINT / SIGTERM
+    4  an I/O error (missing input, unwritable output, disk full, an input that changed while being read, an S3
+       object or parameter that cannot be read or written): OSError, StorageError
+    70 an unexpected error (a bug); 129 / 130 / 143 stopped by SIGHUP / SIGINT / SIGTERM
     141 the output pipe was closed by its reader (``envelope decrypt ... | head``): no message, like a
        process killed by SIGPIPE, after the usual clean-up
 
 Every failure prints exactly one line to stderr, starting ``envelope: error:``; set ``ENVELOPE_DEBUG=1`` for a
-traceback as well. The line is cut to :data:`MAX_LINE` characters and shows control characters escaped: parts of
-it (EDK provider IDs) come from the message, which may be hostile. This module imports nothing heavy:
+traceback as well. Every line envelope writes to stderr (errors, warnings, ``-v`` lines) goes through
+:func:`escape`: it is cut to :data:`MAX_LINE` characters and shows control and bidirectional-formatting
+characters escaped, because parts of it (file names, EDK provider IDs, context keys) may be hostile. Library
+messages name the library's keyword arguments; :data:`CLI_WORDS` restates them with the CLI's options. This
+module imports nothing heavy:
 ``envelope.errors`` is looked up in ``sys.modules``, because an error from the library can only exist once the
 library has been imported.
 """
@@ -25,10 +29,12 @@ import errno
 import os
 import sys
 
-__all__ = ["DEBUG_ENV", "ExitCode", "Terminated", "classify", "print_error"]
+__all__ = ["CLI_WORDS", "DEBUG_ENV", "ExitCode", "FileProblem", "Terminated", "classify", "escape", "print_error",
+           "print_warning", "say"]
 
 DEBUG_ENV = "ENVELOPE_DEBUG"
 PREFIX = "envelope: error: "
+WARNING = "envelope: warning: "
 MAX_LINE = 1000
 BROKEN_PIPE = "the output was closed before the end (broken pipe)"
 
@@ -47,8 +53,31 @@ class ExitCode(enum.IntEnum):
     KEY = 3
     IO = 4
     INTERNAL = 70
-    INTERRUPTED = 130
+    HANGUP = 129  # 128 + SIGHUP
+    INTERRUPTED = 130  # 128 + SIGINT
     BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer killed by SIGPIPE
+    TERMINATED = 143  # 128 + SIGTERM
+
+
+class FileProblem(OSError):
+    """An OSError that says what the CLI was doing: ``cannot read input 'x': No such file or directory``.
+
+    The location "-" is shown as stdin (reading) or stdout (writing)."""
+
+    def __init__(self, action: str, exc: OSError, filename: str | None = None) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), filename if filename is not None else exc.filename)
+        self.action = action
+
+
+#: Library wording -> the CLI's own (the library names its keyword arguments; a CLI user sees options).
+CLI_WORDS = (
+    ("refused by the unsigned-only option", "refused by --unsigned-only"),
+    ("(raise max_frame_length, or --max-frame-length, to read it)", "(raise --max-frame-length to read it)"),
+    ("(raise max_header_length to read it)", "(the most envelope reads)"),
+    ("pass region= (CLI --region) or set", "give --region or set"),
+    ("AWS_RETRY_MODE / retry_mode", "AWS_RETRY_MODE"),
+    ("AWS_MAX_ATTEMPTS / max_attempts", "AWS_MAX_ATTEMPTS"),
+)
 
 
 class Terminated(SystemExit):
@@ -82,9 +111,19 @@ def _os_message(exc: OSError) -> str:
     reason = exc.strerror or str(exc)
     action = getattr(exc, "action", None)
     if exc.filename is not None:
-        where = "stdin" if exc.filename == "-" else repr(os.fsdecode(exc.filename))
+        if exc.filename == "-":
+            where = "stdout" if action and "write" in action else "stdin"
+        else:
+            where = repr(os.fsdecode(exc.filename))
         return f"{action} {where}: {reason}" if action else f"{where}: {reason}"
     return f"{action}: {reason}" if action else reason
+
+
+def _in_cli_words(text: str) -> str:
+    for library, cli in CLI_WORDS:
+        if library in text:
+            text = text.replace(library, cli)
+    return text
 
 
 def _format_message(exc: BaseException, head: bytes | None, decoding: bool) -> str:
@@ -98,7 +137,7 @@ def _format_message(exc: BaseException, head: bytes | None, decoding: bool) -> s
                 return ("the input is not an ESDK message, but it looks like one in base64 (ESDK messages in "
                         "base64 start with AY, AgR4 or AgV4): add --decode")
             return f"the input is not an ESDK message ({text})"
-    return text
+    return _in_cli_words(text)
 
 
 def classify(exc: BaseException, *, head: bytes | None = None, decoding: bool = False) -> tuple[int, str]:
@@ -124,12 +163,13 @@ def classify(exc: BaseException, *, head: bytes | None = None, decoding: bool = 
         else:
             code = ExitCode.INTERNAL
             message = f"unexpected {type(exc).__name__}; run with {DEBUG_ENV}=1 for a traceback"
-    return code, _one_line(message)
+    return code, escape(message)
 
 
-def _one_line(message: str) -> str:
-    """Join lines, escape control characters (a terminal must not interpret bytes from a message), cut."""
-    text = " ".join(message.splitlines())
+def escape(message: str) -> str:
+    """One line: control and formatting characters escaped (``\\x1b``, ``\\n``, ``\\u202e``: a terminal must
+    not interpret text from a file name or a message, and no second line may be forged), cut to MAX_LINE."""
+    text = message.strip("\n")
     if not text.isprintable():
         text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     if len(text) > MAX_LINE:
@@ -141,7 +181,7 @@ def _typer_usage(exc: BaseException) -> str | None:
     typer = sys.modules.get("typer")
     if typer is None or not isinstance(exc, typer.TyperException):
         return None
-    message = str(exc.format_message())
+    message = " ".join(str(exc.format_message()).splitlines())  # typer's own text: lines joined
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
@@ -153,7 +193,7 @@ def debug() -> bool:
 
 
 def print_error(message: str) -> None:
-    """Write one ``envelope: error:`` line to stderr (and a traceback when ENVELOPE_DEBUG is set).
+    """Write one ``envelope: error:`` line to stderr (escaped; a traceback too when ENVELOPE_DEBUG is set).
 
     A broken output pipe prints nothing (exit 141): the reader went away on purpose (``| head``), as for any
     tool killed by SIGPIPE. Standard output is pointed at /dev/null if it still holds data that cannot be
@@ -166,8 +206,22 @@ def print_error(message: str) -> None:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
+    _line(PREFIX + escape(message))
+
+
+def print_warning(message: str) -> None:
+    """One ``envelope: warning:`` line (``-q`` leaves these out: the caller decides)."""
+    _line(WARNING + escape(message))
+
+
+def say(message: str) -> None:
+    """One ``envelope:`` line that reports what was done (``-v``, keygen)."""
+    _line("envelope: " + escape(message))
+
+
+def _line(text: str) -> None:
     try:
-        sys.stderr.write(PREFIX + message + "\n")
+        sys.stderr.write(text + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr closed: nothing left to tell
         pass

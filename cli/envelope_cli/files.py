@@ -1,58 +1,55 @@
-"""Inputs and outputs: which file goes where, opening inputs, and atomic outputs.
+"""Local inputs and outputs: stdin and stdout ("-"), files and folders, and the two kinds registered for them.
 
-Output rules (issue 3, "Input and output rules"):
-- A regular-file destination is written through a temporary file in the same folder that is put in place
-  only after the library returned, i.e. after every frame tag and the signature verified. On Linux it is an
-  unnamed file (``O_TMPFILE``, mode 0600), linked into place at the end: a process killed meanwhile, even by
-  SIGKILL or the OOM killer, leaves nothing behind, because the kernel frees an unnamed file with its last
-  descriptor. (To replace a file with ``--force``, the finished file gets a hidden name for the instant before
-  it is renamed over the old one.) Where the file system has no unnamed files it is a hidden named one
-  (``.NAME.XXXXXXXX.envelope-tmp``, mode 0600), removed on any failure and on SIGINT / SIGTERM / SIGHUP;
-  only SIGKILL can leave that one behind. Either way the destination is untouched until the end.
-- An existing regular file is replaced only with ``--force``; without it the rename is a hard link, so a file
-  that appears meanwhile is not replaced either.
-- A destination that exists and is not a regular file (``/dev/null``, a FIFO, a terminal) is written directly,
-  never replaced or unlinked. Standard output ("-") likewise.
+Output rules (issues 3 and 12), one sink class per kind of destination:
+- :class:`StdoutSink` / :class:`DescriptorSink`: standard output ("-"), and any path that names an open
+  descriptor of this process (``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``, or a symlink
+  that leads to one): written through that descriptor, never created, renamed over or removed, with or
+  without ``--force``. What went through it cannot be taken back (the library releases only authenticated
+  plaintext; for signed suites the final frame waits for the signature).
+- :class:`SpecialFileSink`: a destination that exists and is not a regular file (``/dev/null``, a FIFO, a
+  terminal) is written directly, never replaced or unlinked.
+- :class:`~envelope_cli.tempfiles.TemporaryFileSink`: a regular file, new or replaced with ``--force``, is
+  written to an unnamed (or else a hidden named) temporary file beside it and put in place only after the
+  library returned (``envelope_cli.tempfiles``). An output that is a symlink to a regular file is, with
+  ``--force``, replaced where the link points (the temporary file is made in the target's folder), and the link
+  stays a link; without ``--force`` it is an existing output. A dangling symlink is not written through.
+- Nothing in ``/dev`` or ``/proc`` is ever created or replaced.
 - Decrypted files get mode 0600; encrypted files get the mode of their input (or the default mode for a new
-  file when the input is stdin).
+  file when the input is a pipe).
 """
 
 from __future__ import annotations
 
-import errno
+import functools
 import os
-import secrets
+import re
 import stat
 import sys
-import threading
-from dataclasses import dataclass
-from types import TracebackType
-from typing import BinaryIO, Literal
+from collections.abc import Hashable, Sequence
+from typing import BinaryIO
+
+from .errors import FileProblem
+from .locations import Entry, Kind, Planned, Sink, SinkRules, Source, Walk, register
+from .tempfiles import BUFFER, TemporaryFileSink, already_exists, close_quietly
 
 __all__ = [
-    "Destination",
-    "FileProblem",
-    "Job",
-    "Plan",
-    "output_name",
-    "plan_jobs",
-    "abandon_temporary_files",
-    "remove_temporary_files",
+    "STDIO",
+    "DescriptorSink",
+    "DescriptorSource",
+    "FileSource",
+    "LocalFiles",
+    "SpecialFileSink",
+    "StdinSource",
+    "Stdio",
+    "StdoutSink",
+    "descriptor_of",
+    "grow_pipe",
+    "in_system_folder",
+    "is_terminal",
+    "local_output",
 ]
 
-Direction = Literal["encrypt", "decrypt"]
-TEMP_SUFFIX = ".envelope-tmp"
 STDIO = "-"
-DEFAULT_SUFFIX = ".encrypted"
-DECRYPTED_SUFFIX = ".decrypted"
-
-
-class FileProblem(OSError):
-    """An OSError that says what the CLI was doing: ``cannot read input 'x': No such file or directory``."""
-
-    def __init__(self, action: str, exc: OSError, filename: str | None = None) -> None:
-        super().__init__(exc.errno, exc.strerror or str(exc), filename if filename is not None else exc.filename)
-        self.action = action
 
 
 def _usage(message: str) -> Exception:
@@ -62,200 +59,7 @@ def _usage(message: str) -> Exception:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# temporary files: a registry so that a signal handler can remove them even while other threads write
-
-
-_LIVE: set[str] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-def remove_temporary_files() -> None:
-    """Remove every temporary output still registered (the CLI's last step, whatever happened)."""
-    with _LIVE_LOCK:
-        _unlink_all()
-
-
-def abandon_temporary_files() -> None:
-    """For a signal: remove them and keep the registry locked, so that no thread creates another one before
-    the process exits (the caller ends the process)."""
-    _LIVE_LOCK.acquire()
-    _unlink_all()
-
-
-def _unlink_all() -> None:
-    for path in list(_LIVE):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    _LIVE.clear()
-
-
-def _default_mode() -> int:
-    mask = os.umask(0o022)  # there is no getter: read it once, at import, before any thread or worker starts
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_NEW_FILE_MODE = _default_mode()
-_MADE: set[str] = set()  # output folders this process already created (many files share one)
-#: Buffer of our file objects. Giving it explicitly also spares the isatty() and fstat() calls open() makes
-#: to choose one; the library reads and writes whole batches, which bypass the buffer anyway.
-BUFFER = 64 * 1024
-#: Unnamed temporary files (Linux ``O_TMPFILE``) are linked into place through their ``/proc/self/fd`` entry
-#: (``linkat`` with ``AT_SYMLINK_FOLLOW``; ``AT_EMPTY_PATH`` would need a capability). Cleared for the rest of
-#: the process when that link is refused but a named file works (no /proc, a sandbox).
-_UNNAMED = {"usable": hasattr(os, "O_TMPFILE") and sys.platform.startswith("linux")}
-_PROC_FD = "/proc/self/fd"
-#: open(O_TMPFILE) errors that mean "not here": the kernel or file system has no unnamed files
-_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL, errno.ENOSYS})
-#: link errors after which the data is copied to a named temporary file instead
-_NO_LINK = frozenset({errno.ENOENT, errno.EPERM, errno.EACCES, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP,
-                      errno.EXDEV, errno.EINVAL, errno.ENOTDIR})
-
-
-# ---------------------------------------------------------------------------------------------------------
-# planning
-
-
-@dataclass(frozen=True)
-class Job:
-    source: str  # a path or "-"
-    destination: str  # a path or "-"
-    size: int | None  # input bytes, when the input is a regular file
-
-
-@dataclass(frozen=True)
-class Plan:
-    jobs: list[Job]
-    many: bool  # several inputs or -r: -o is a folder
-
-    @property
-    def to_stdout(self) -> bool:
-        return any(job.destination == STDIO for job in self.jobs)
-
-
-def output_name(name: str, direction: Direction, suffix: str | None) -> str:
-    """encrypt: NAME + SUF (default .encrypted). decrypt: NAME without SUF when it ends with it, else NAME.decrypted."""
-    suf = DEFAULT_SUFFIX if suffix is None else suffix
-    if direction == "encrypt":
-        if not suf:
-            raise _usage("--suffix must not be empty when encrypting")
-        return name + suf
-    if suf and name.endswith(suf) and len(name) > len(suf):
-        return name[:-len(suf)]
-    return name + DECRYPTED_SUFFIX
-
-
-def _stat(path: str, action: str) -> os.stat_result:
-    try:
-        return os.stat(path)
-    except OSError as exc:
-        raise FileProblem(action, exc, path) from None
-
-
-def _walk(root: str) -> list[tuple[str, int]]:
-    """(path relative to ``root``, size) of the regular files under ``root``, sorted; symlinks to files are
-    followed, to folders not; our own temporary files are skipped."""
-    found: list[tuple[str, int]] = []
-
-    def visit(folder: str, prefix: str) -> None:
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
-        except OSError as exc:
-            raise FileProblem("cannot read folder", exc, folder) from None
-        for entry in entries:
-            rel = prefix + entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    visit(entry.path, rel + os.sep)
-                elif entry.is_file() and not entry.name.endswith(TEMP_SUFFIX):
-                    found.append((rel, entry.stat().st_size))
-            except OSError as exc:
-                raise FileProblem("cannot read", exc, entry.path) from None
-
-    visit(root, "")
-    return found
-
-
-def plan_jobs(inputs: list[str], output: str | None, *, direction: Direction, recursive: bool,
-              suffix: str | None, force: bool) -> Plan:
-    """Turn INPUT arguments and ``-o`` into (source, destination) pairs, checking everything that can be checked
-    before any work: missing inputs, folders without -r, -o that is a folder (or is not), existing destinations
-    without --force, two inputs with the same destination."""
-    inputs = inputs or [STDIO]
-    if STDIO in inputs and len(inputs) > 1:
-        raise _usage("'-' (stdin) cannot be combined with other inputs")
-    many = len(inputs) > 1 or recursive
-    jobs: list[Job] = []
-    if inputs == [STDIO]:
-        if recursive:
-            raise _usage("-r needs folder inputs, not stdin")
-        jobs.append(Job(STDIO, output or STDIO, _stdin_size()))
-    else:
-        if many and output is not None:
-            if output == STDIO:
-                raise _usage("with several inputs or -r, -o names a folder; it cannot be '-' (stdout)")
-            if os.path.exists(output) and not os.path.isdir(output):
-                raise _usage(f"-o {output!r} is a file, but with several inputs or -r it must be a folder")
-        for item in inputs:
-            info = _stat(item, "cannot read input")
-            if stat.S_ISDIR(info.st_mode):
-                if not recursive:
-                    raise _usage(f"input {item!r} is a folder, where a file is expected (add -r to process the "
-                                 "files in it)")
-                base = output if output is not None else item
-                for rel, bytes_ in _walk(item):
-                    folder, name = os.path.split(rel)
-                    jobs.append(Job(os.path.join(item, rel),
-                                    os.path.join(base, folder, output_name(name, direction, suffix)), bytes_))
-                continue
-            size = info.st_size if stat.S_ISREG(info.st_mode) else None
-            folder, name = os.path.split(item)
-            if output is None or many:
-                base = output if output is not None else folder
-                jobs.append(Job(item, os.path.join(base, output_name(name, direction, suffix)), size))
-            else:
-                jobs.append(Job(item, output, size))
-    _check_destinations(jobs, force)
-    return Plan(jobs, many)
-
-
-def _stdin_size() -> int | None:
-    try:
-        info = os.fstat(sys.stdin.fileno())
-    except (OSError, ValueError, AttributeError):
-        return None
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
-
-
-def _check_destinations(jobs: list[Job], force: bool) -> None:
-    seen: dict[str, str] = {}
-    for job in jobs:
-        if job.destination == STDIO:
-            continue
-        key = os.path.abspath(job.destination)
-        if key in seen:
-            raise _usage(f"inputs {seen[key]!r} and {job.source!r} would both be written to {job.destination!r}")
-        seen[key] = job.source
-        try:
-            info = os.stat(job.destination)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise FileProblem("cannot write", exc, job.destination) from None
-        if stat.S_ISREG(info.st_mode) and job.source != STDIO and os.path.samefile(job.source, job.destination):
-            raise _usage(f"input {job.source!r} would be overwritten by its own output")
-        if stat.S_ISDIR(info.st_mode):
-            raise _usage(f"output {job.destination!r} is a folder, where a file is expected (with one input, "
-                         "-o names the output file)")
-        if stat.S_ISREG(info.st_mode) and not force:
-            raise _usage(f"output {job.destination!r} already exists (add --force to replace it)")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# inputs
+# small helpers for streams and paths
 
 
 #: Pipe buffer we ask for on stdin and stdout (Linux F_SETPIPE_SZ; 1 MiB is the default pipe-max-size). With
@@ -276,29 +80,6 @@ def grow_pipe(stream: BinaryIO) -> None:
         pass
 
 
-def open_input(path: str) -> BinaryIO:
-    """A buffered binary reader: stdin for '-', else the file (not yet metered)."""
-    if path == STDIO:
-        grow_pipe(sys.stdin.buffer)
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb", buffering=BUFFER)
-    except IsADirectoryError:
-        raise _usage(f"input {path!r} is a folder, where a file is expected (add -r to process the files in it)"
-                     ) from None
-    except OSError as exc:
-        raise FileProblem("cannot read input", exc, path) from None
-
-
-def input_mode(stream: BinaryIO) -> int | None:
-    """Permission bits of a regular-file input (encrypted outputs keep them)."""
-    try:
-        info = os.fstat(stream.fileno())
-    except (OSError, ValueError, AttributeError):
-        return None
-    return stat.S_IMODE(info.st_mode) & 0o777 if stat.S_ISREG(info.st_mode) else None
-
-
 def is_terminal(stream: BinaryIO) -> bool:
     try:
         return stream.isatty()
@@ -306,263 +87,406 @@ def is_terminal(stream: BinaryIO) -> bool:
         return False
 
 
+_STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+_FD_PATH = re.compile(r"/(?:dev/fd|proc/self/fd|proc/thread-self/fd|proc/(\d+)/fd|proc/self/task/\d+/fd)/(\d+)")
+_SYSTEM = ("/dev", "/proc")
+_FILES_ALLOWED = ("/dev/shm",)  # noqa: S108 - a tmpfs meant for files (plaintext kept off the disk)
+
+
+def descriptor_of(path: str) -> int | None:
+    """The descriptor of this process that ``path`` names (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``,
+    ``/proc/PID/fd/N`` with our PID), directly or through a chain of symlinks; else None.
+
+    The links are followed one at a time, because the last one (``/proc/self/fd/1``) is a "magic" link to
+    whatever the descriptor is open on: resolving the whole path would name that file, and writing to it by
+    name would bypass the descriptor (and its offset) or replace the file under the shell's feet."""
+    current = os.path.abspath(path)
+    if not current.startswith(_SYSTEM):  # elsewhere only a link can lead to one: most paths cost one lstat
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                return None
+        except (OSError, ValueError):
+            return None
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        if current in _STANDARD:
+            return _STANDARD[current]
+        match = _FD_PATH.fullmatch(current)
+        if match and (match.group(1) is None or int(match.group(1)) == os.getpid()):
+            return int(match.group(2))
+        try:
+            target = os.readlink(current)
+        except OSError:
+            return None
+        current = os.path.normpath(os.path.join(os.path.dirname(current), target))
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    """The resolved form of an absolute folder path (planning asks for the same few folders many times)."""
+    return os.path.realpath(folder)
+
+
+def _where(path: str) -> tuple[str, str]:
+    """(resolved folder, name) of ``path``: where a file of that name is created."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return _real_folder(folder), name
+
+
+def in_system_folder(path: str) -> bool:
+    """``path`` is in ``/dev`` or ``/proc`` (after resolving links in its folder), where envelope never creates
+    or replaces a file; ``/dev/shm`` is not counted."""
+    return _in_system_folder(_where(path)[0])
+
+
+def _in_system_folder(folder: str) -> bool:
+    def under(tops: tuple[str, ...]) -> bool:
+        return any(folder == top or folder.startswith(top + "/") for top in tops)
+
+    return under(_SYSTEM) and not under(_FILES_ALLOWED)
+
+
+def _regular(info: os.stat_result) -> tuple[int | None, int | None]:
+    """(size, mode) of a regular file; a size of 0 is not trusted (``/proc`` and ``/sys`` files say 0 and have
+    content), so it is unknown."""
+    if not stat.S_ISREG(info.st_mode):
+        return None, None
+    return info.st_size or None, stat.S_IMODE(info.st_mode) & 0o777
+
+
 # ---------------------------------------------------------------------------------------------------------
-# outputs
+# sources
 
 
-def _link_descriptor(fd: int, path: str) -> None:
-    """Give the open unnamed file ``fd`` the name ``path`` (fails with FileExistsError if ``path`` exists)."""
-    proc = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # this process's, also in a worker
-    try:
-        os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
-    finally:
-        os.close(proc)
+class _OpenSource:
+    """Size and mode, read from the open descriptor when the source is opened (what it reads from then)."""
 
+    location: str
+    size: int | None = None
+    mode: int | None = None  # permission bits of a regular-file input: encrypted outputs keep them
 
-class Destination:
-    """An output that appears only when :meth:`commit` is called (see the module docstring).
-
-    Use as a context manager: leaving the block with an exception discards everything that was written.
-    ``mode`` is the final permission bits of a new file (None: the default for new files).
-    """
-
-    def __init__(self, path: str, *, force: bool, mode: int | None, make_folders: bool = False,
-                 refuse_terminal: str | None = None) -> None:
-        self.path = path
-        self.force = force
-        self.mode = mode
-        self.make_folders = make_folders
-        self.refuse_terminal = refuse_terminal  # a message when binary output must not go to a terminal
-        self.temp: str | None = None  # the name of a named temporary file, while it exists
-        self.unnamed = False  # writing to an unnamed (O_TMPFILE) file
-        self.stream: BinaryIO | None = None
-        self._own_stream = False
-        self._replacing = False
-
-    # -- opening
-
-    def open(self) -> BinaryIO:
-        if self.path == STDIO:
-            stream = sys.stdout.buffer
-            self._check_terminal(stream)
-            grow_pipe(stream)
-            self.stream = stream
-            return stream
+    def _opened(self, stream: BinaryIO) -> BinaryIO:
         try:
-            info: os.stat_result | None = os.stat(self.path)
-        except FileNotFoundError:
-            info = None
-        except OSError as exc:
-            raise FileProblem("cannot write", exc, self.path) from None
-        if info is not None and stat.S_ISDIR(info.st_mode):
-            raise _usage(f"output {self.path!r} is a folder, where a file is expected")
-        if info is not None and not stat.S_ISREG(info.st_mode):
-            return self._open_direct()
-        if info is not None and not self.force:
-            raise _usage(f"output {self.path!r} already exists (add --force to replace it)")
-        self._replacing = info is not None
-        return self._open_temp()
-
-    def _check_terminal(self, stream: BinaryIO) -> None:
-        if self.refuse_terminal and is_terminal(stream):
-            raise _usage(self.refuse_terminal)
-
-    def _open_direct(self) -> BinaryIO:
-        try:
-            stream = open(self.path, "wb")
-        except OSError as exc:
-            raise FileProblem("cannot write", exc, self.path) from None
-        self._own_stream = True
-        self.stream = stream
-        try:
-            self._check_terminal(stream)
-        except BaseException:
-            self.abort()
-            raise
+            self.size, self.mode = _regular(os.fstat(stream.fileno()))
+        except (OSError, ValueError, AttributeError):
+            pass
         return stream
 
-    def _open_temp(self) -> BinaryIO:
-        folder = os.path.dirname(self.path) or "."
-        if self.make_folders and folder not in _MADE:
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as exc:
-                raise FileProblem("cannot create folder", exc, folder) from None
-            _MADE.add(folder)
+
+class StdinSource(_OpenSource):
+    """Standard input ("-", or ``/dev/stdin`` with no ``-o``); a regular file behind it has a size and mode."""
+
+    location = STDIO
+
+    def open(self) -> BinaryIO:
+        grow_pipe(sys.stdin.buffer)
+        return self._opened(sys.stdin.buffer)
+
+    def close(self) -> None:
+        pass  # standard input belongs to the process
+
+
+class DescriptorSource(_OpenSource):
+    """A path that names another open descriptor of this process (``/dev/fd/63`` from ``<(...)``): read through
+    the descriptor, which stays open (reopening it by name fails for sockets)."""
+
+    def __init__(self, fd: int, location: str) -> None:
+        self.fd = fd
+        self.location = location
+        self._stream: BinaryIO | None = None
+
+    def open(self) -> BinaryIO:
         try:
-            fd = self._open_unnamed(folder)
-            if fd is None:
-                fd = self._open_named()
+            self._stream = open(self.fd, "rb", buffering=BUFFER, closefd=False)
         except OSError as exc:
-            raise FileProblem("cannot write", exc, self.path) from None
-        self.stream = open(fd, "wb", buffering=BUFFER)
-        self._own_stream = True
-        return self.stream
+            raise FileProblem("cannot read input", exc, self.location) from None
+        return self._opened(self._stream)
 
-    def _open_unnamed(self, folder: str) -> int | None:
-        """An unnamed file in ``folder`` (readable too, for :meth:`_copy_unnamed`), or None where there are none."""
-        if not _UNNAMED["usable"]:
-            return None
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()  # the descriptor stays open (closefd=False)
+
+
+class FileSource(_OpenSource):
+    """A file, opened for buffered reading."""
+
+    def __init__(self, path: str) -> None:
+        self.location = path
+        self._stream: BinaryIO | None = None
+
+    def open(self) -> BinaryIO:
         try:
-            fd = os.open(folder, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+            self._stream = open(self.location, "rb", buffering=BUFFER)
+        except IsADirectoryError:
+            raise _usage(f"input {self.location!r} is a folder, where a file is expected (add -r to process the "
+                         "files in it)") from None
         except OSError as exc:
-            if exc.errno in _NO_UNNAMED:
-                return None
-            raise
-        self.unnamed = True
-        return fd
+            raise FileProblem("cannot read input", exc, self.location) from None
+        return self._opened(self._stream)
 
-    def _temp_path(self) -> str:
-        """A fresh hidden name beside the destination: ``.NAME.XXXXXXXX.envelope-tmp``."""
-        folder, name = os.path.split(self.path)
-        return os.path.join(folder or ".", f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
-    def _open_named(self) -> int:
-        """A hidden temporary file beside the destination, registered so that a signal removes it."""
-        temp = self._temp_path()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        with _LIVE_LOCK:
-            fd = os.open(temp, flags, 0o600)
-            _LIVE.add(temp)
-        self.temp = temp
-        return fd
 
-    # -- finishing
+# ---------------------------------------------------------------------------------------------------------
+# sinks
+
+
+class StdoutSink:
+    """Standard output: "-", or a path that names descriptor 1 (``/dev/stdout``). Nothing can be taken back
+    from a pipe, so ``abort`` does nothing."""
+
+    def __init__(self, rules: SinkRules, location: str = STDIO) -> None:
+        self.location = location
+        self.rules = rules
+        self._stream: BinaryIO | None = None
+
+    def open(self) -> BinaryIO:
+        stream = sys.stdout.buffer
+        if self.rules.refuse_terminal and is_terminal(stream):
+            raise _usage(self.rules.refuse_terminal)
+        grow_pipe(stream)
+        self._stream = stream
+        return stream
 
     def commit(self) -> None:
-        """Make the output visible: flush, set the mode, rename the temporary file into place."""
-        stream = self.stream
-        assert stream is not None
-        try:
-            if not self._own_stream:
-                stream.flush()
-                return
-            if self.temp is None and not self.unnamed:  # a destination opened directly (a FIFO, a device)
-                stream.close()
-                return
-            stream.flush()
-            fd = stream.fileno()
-            os.fchmod(fd, self.mode if self.mode is not None else _NEW_FILE_MODE)
-            if self._replacing:
-                os.fsync(fd)  # a crash just after the rename must not leave an empty file where the old one was
-            if self.unnamed:
-                keep = os.dup(fd)  # the file needs a descriptor to get a name, and dies with the last one
-                try:
-                    stream.close()  # a late write error surfaces here, before the file has any name
-                    self._place_unnamed(keep)
-                finally:
-                    os.close(keep)
-            else:
-                stream.close()
-            if self.temp is not None:
-                self._rename()
-        except OSError as exc:
-            self.abort()
-            if isinstance(exc, FileProblem):
-                raise
-            raise FileProblem("cannot write", exc, self.path) from None
-        except BaseException:
-            self.abort()
-            raise
-
-    def _place_unnamed(self, fd: int) -> None:
-        """Link the unnamed file at the destination. To replace a file (``--force``) it gets a hidden name
-        first, which :meth:`_rename` then moves over the old file in one step: a SIGKILL in that instant
-        leaves the finished file under its hidden name."""
-        if not self._replacing:
+        if self._stream is not None:
             try:
-                _link_descriptor(fd, self.path)
-                return
-            except FileExistsError:
-                if not self.force:
-                    raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
+                self._stream.flush()
             except OSError as exc:
-                if exc.errno not in _NO_LINK:
-                    raise
-                self._copy_unnamed(fd)
-                return
-        self._name_unnamed(fd)
-
-    def _name_unnamed(self, fd: int) -> None:
-        """Give the unnamed file a hidden temporary name (a link, or else a copy) for :meth:`_rename`."""
-        temp = self._temp_path()
-        try:
-            with _LIVE_LOCK:
-                _link_descriptor(fd, temp)
-                _LIVE.add(temp)
-            self.temp = temp
-            return
-        except OSError as exc:
-            if exc.errno not in _NO_LINK:
-                raise
-        self._copy_unnamed(fd)
-
-    def _copy_unnamed(self, fd: int) -> None:
-        """The link through /proc was refused: copy the data into a named temporary file for :meth:`_rename`.
-        If that works, the folder takes files but not such links, so this process uses named files from now
-        on; if it fails too, the destination itself is the problem and its error is reported."""
-        out = self._open_named()
-        try:
-            size, offset = os.fstat(fd).st_size, 0
-            while offset < size:
-                sent = os.sendfile(out, fd, offset, size - offset)
-                if not sent:
-                    raise OSError(errno.EIO, "the temporary file ended early while copying it")
-                offset += sent
-            os.fchmod(out, os.fstat(fd).st_mode & 0o7777)
-            if self._replacing:
-                os.fsync(out)
-        finally:
-            os.close(out)
-        _UNNAMED["usable"] = False
-
-    def _rename(self) -> None:
-        assert self.temp is not None
-        if self.force:
-            os.replace(self.temp, self.path)
-        else:
-            try:  # link, unlike rename, refuses to replace a file that appeared since open()
-                os.link(self.temp, self.path)
-            except FileExistsError:
-                raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
-                                     errno.ENOSYS):
-                    raise
-                if os.path.lexists(self.path):
-                    raise _usage(f"output {self.path!r} already exists (add --force to replace it)") from None
-                os.replace(self.temp, self.path)
-                self._forget_temp()
-                return
-            os.unlink(self.temp)
-        self._forget_temp()
-
-    def _forget_temp(self) -> None:
-        with _LIVE_LOCK:
-            _LIVE.discard(self.temp or "")
-        self.temp = None
+                raise FileProblem("cannot write", exc, self.location) from None
 
     def abort(self) -> None:
-        """Discard the output: close and remove the temporary file (a direct destination is just closed)."""
-        stream, self.stream = self.stream, None
-        if stream is not None and self._own_stream:
+        pass
+
+
+class _DirectSink:
+    """An output written as it goes, which cannot be taken back: ``commit`` flushes and closes our file object,
+    ``abort`` just closes it."""
+
+    def __init__(self, location: str, rules: SinkRules) -> None:
+        self.location = location
+        self.rules = rules
+        self._stream: BinaryIO | None = None
+
+    def commit(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
             try:
-                stream.close()
-            except OSError:
-                pass
-        if self.temp is not None:
+                stream.close()  # flushes (a descriptor sink's descriptor stays open: closefd=False)
+            except OSError as exc:
+                raise FileProblem("cannot write", exc, self.location) from None
+
+    def abort(self) -> None:
+        stream, self._stream = self._stream, None
+        close_quietly(stream)
+
+
+class DescriptorSink(_DirectSink):
+    """A path that names another open descriptor of this process (``/dev/stderr``, ``/dev/fd/3``): written
+    through the descriptor, which stays open; nothing is created, replaced or removed."""
+
+    def __init__(self, fd: int, location: str, rules: SinkRules) -> None:
+        super().__init__(location, rules)
+        self.fd = fd
+
+    def open(self) -> BinaryIO:
+        try:
+            os.fstat(self.fd)
+            self._stream = open(self.fd, "wb", buffering=BUFFER, closefd=False)
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, self.location) from None
+        if self.rules.refuse_terminal and is_terminal(self._stream):
+            raise _usage(self.rules.refuse_terminal)
+        grow_pipe(self._stream)
+        return self._stream
+
+
+class SpecialFileSink(_DirectSink):
+    """An existing destination that is not a regular file (``/dev/null``, a FIFO, a terminal): written
+    directly, never replaced or unlinked. Like stdout, what it received cannot be taken back."""
+
+    def open(self) -> BinaryIO:
+        try:
+            self._stream = open(self.location, "wb")
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, self.location) from None
+        if self.rules.refuse_terminal and is_terminal(self._stream):
+            raise _usage(self.rules.refuse_terminal)
+        return self._stream
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the two local kinds
+
+
+class Stdio(Kind):
+    """"-": standard input as a source, standard output as a sink."""
+
+    name = "stdio"
+
+    def claims(self, location: str) -> bool:
+        return location == STDIO
+
+    def source(self, location: str) -> StdinSource:
+        return StdinSource()
+
+    def sink(self, location: str, rules: SinkRules) -> StdoutSink:
+        return StdoutSink(rules)
+
+    def expand(self, location: str, walk: Walk) -> tuple[bool, Sequence[Entry]]:
+        size = None
+        try:
+            info = os.fstat(sys.stdin.fileno())
+            size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        except (OSError, ValueError, AttributeError):
+            pass
+        return False, [Entry(STDIO, STDIO, size)]
+
+    def plan_output(self, location: str) -> Planned:
+        return Planned(("fd", 1), _behind(1), False)
+
+    def holds(self, location: str) -> Hashable | None:
+        return _behind(0)
+
+
+def _file_id(info: os.stat_result) -> Hashable | None:
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
+def _behind(fd: int) -> Hashable | None:
+    """(device, inode) of the regular file behind descriptor ``fd``; None for a pipe, a terminal, a closed fd."""
+    try:
+        return _file_id(os.fstat(fd))
+    except (OSError, ValueError):
+        return None
+
+
+def local_output(location: str) -> _Output:
+    """What a local output path is (a descriptor, a special file, a regular file or nothing yet, and where a
+    file would be written), refusing a folder, a dangling symlink and a new or replaced file in /dev or /proc."""
+    return _Output(location)
+
+
+class _Output:
+    """What a local output path is, decided the same way when planning and when the sink is made."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.fd: int | None = None
+        self.target = location  # where a file is written: the path, or for a symlink what it points to
+        try:
+            link: os.stat_result | None = os.lstat(location)
+        except FileNotFoundError:
+            link = None
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, location) from None
+        self.info = link
+        is_link = link is not None and stat.S_ISLNK(link.st_mode)
+        if is_link or os.path.abspath(location).startswith(_SYSTEM):
+            self.fd = descriptor_of(location)
+            if self.fd is not None:
+                return
+        if is_link:
+            self.target = os.path.realpath(location)
             try:
-                os.unlink(self.temp)
+                self.info = os.stat(location)
             except FileNotFoundError:
-                pass
-            self._forget_temp()
+                raise _usage(f"output {location!r} is a symlink to {self.target!r}, which does not exist (envelope "
+                             "does not write through a dangling symlink)") from None
+            except OSError as exc:
+                raise FileProblem("cannot write", exc, location) from None
+        if self.info is not None and stat.S_ISDIR(self.info.st_mode):
+            raise _usage(f"output {location!r} is a folder, where a file is expected")
+        self.where = _where(self.target)  # (resolved folder, name): where the file goes
+        if self.regular is not False and _in_system_folder(self.where[0]):
+            raise _usage(f"output {location!r}: envelope never creates or replaces files in /dev or /proc (name a "
+                         "file elsewhere, or an existing device)")
 
-    def __enter__(self) -> BinaryIO:
-        return self.open()
+    @property
+    def regular(self) -> bool | None:
+        """True: an existing regular file; False: a descriptor or special file; None: nothing there yet."""
+        if self.fd is not None:
+            return False
+        return None if self.info is None else stat.S_ISREG(self.info.st_mode)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+
+class LocalFiles(Kind):
+    """Paths on this machine: the catch-all kind, registered last."""
+
+    name = "file"
+
+    def claims(self, location: str) -> bool:
+        return True
+
+    def source(self, location: str) -> Source:
+        fd = descriptor_of(location)
+        if fd == 0:
+            return StdinSource()
+        return FileSource(location) if fd is None else DescriptorSource(fd, location)
+
+    def sink(self, location: str, rules: SinkRules) -> Sink:
+        out = _Output(location)
+        if out.fd == 1:
+            return StdoutSink(rules, location)
+        if out.fd is not None:
+            return DescriptorSink(out.fd, location, rules)
+        if out.regular is False:
+            return SpecialFileSink(location, rules)
+        if out.regular and not rules.force:
+            raise already_exists(location)
+        return TemporaryFileSink(out.target, rules, replacing=bool(out.regular), location=location)
+
+    def expand(self, location: str, walk: Walk) -> tuple[bool, Sequence[Entry]]:
+        try:
+            info = os.stat(location)
+        except OSError as exc:
+            raise FileProblem("cannot read input", exc, location) from None
+        if not stat.S_ISDIR(info.st_mode):
+            size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            return False, [Entry(location, os.path.basename(location), size)]
+        if not walk.recursive:
+            raise _usage(f"input {location!r} is a folder, where a file is expected (add -r to process the "
+                         "files in it)")
+        from .folders import walk_folder
+
+        return True, walk_folder(location, walk)
+
+    def split(self, location: str) -> tuple[str, str]:
+        return os.path.split(location)
+
+    def join(self, folder: str, *parts: str) -> str:
+        return os.path.join(folder, *parts)
+
+    def is_folder(self, location: str) -> bool:
+        return location.endswith(("/", os.sep)) or os.path.isdir(location)
+
+    def check_folder(self, location: str) -> None:
+        if os.path.exists(location) and not os.path.isdir(location):
+            raise _usage(f"-o {location!r} is a file, but with several inputs or -r it must be a folder")
+
+    def plan_output(self, location: str) -> Planned:
+        out = _Output(location)
+        if out.fd is not None:
+            try:
+                return Planned(("fd", out.fd), _file_id(os.fstat(out.fd)), False)
+            except OSError as exc:
+                raise FileProblem("cannot write", exc, location) from None
+        return Planned(("path", *out.where), None if out.info is None else _file_id(out.info), bool(out.regular))
+
+    def holds(self, location: str) -> Hashable | None:
+        try:
+            info = os.lstat(location)
+            if stat.S_ISLNK(info.st_mode):
+                fd = descriptor_of(location)
+                return _behind(fd) if fd is not None else _file_id(os.stat(location))
+        except (OSError, ValueError):
+            return None
+        return _file_id(info)
+
+
+register(LocalFiles(), last=True)
+register(Stdio())

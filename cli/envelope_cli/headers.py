@@ -13,7 +13,7 @@ __all__ = ["header_json", "header_summary", "json_text"]
 
 
 def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
-    from envelope._keyrings.base import printable_info, readable_key_name
+    from envelope import printable_info, readable_key_name
 
     raw = edk.provider_info
     info = printable_info(raw)
@@ -26,9 +26,12 @@ def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
 
 
 def header_summary(header: Header) -> dict[str, Any]:
-    """Suite, context and EDK providers: what ``--metadata-output`` records for each message."""
+    """Suite, message id, frame length, context and EDK providers: what ``--metadata-output`` records for each
+    message."""
     return {
         "suite": {"id": header.suite.hex_id, "name": header.suite.name},
+        "message_id": header.message_id.hex(),
+        "frame_length": header.frame_length,
         "encryption_context": dict(header.encryption_context),
         "encrypted_data_keys": [_edk(edk) for edk in header.encrypted_data_keys],
     }

@@ -1,136 +1,240 @@
-"""Running encrypt / decrypt over a plan of (input, output) pairs: one inline, or many in worker processes.
+"""What a run does to each input, and running it: typed job descriptions, materials, the task runner.
 
-Each job opens its input as a buffered binary file, opens an atomic :class:`~envelope_cli.files.Destination` and hands
-both to the library's streaming API, which runs its own read / AES-GCM / write thread pipeline. Many files run
-in worker *processes*: per-file work is mostly Python (header, key wrapping, file system calls) that holds the
-GIL, so threads do not scale (measured: README "Command-line reference", ``--workers``).
+A command line becomes one frozen :class:`Run`: an :class:`EncryptJob` or :class:`DecryptJob` whose fields are
+the keyword arguments of :func:`envelope.encrypt_stream` / :func:`envelope.decrypt_stream`, the keys and cache
+that make the materials manager, and the output rules. :func:`process_task` runs one :class:`~envelope_cli.
+planning.Task` with it: it opens the source and the sink through ``envelope_cli.locations`` (so every kind of
+location works the same), lets the job call the library, and commits the sink only after the library
+returned. The input goes through an :class:`~envelope_cli.streams.InputMeter` that holds it to the size the
+source had when it was opened (an input that changes while being read fails, exit 4) and the output through an
+:class:`~envelope_cli.streams.OutputWriter`, so I/O errors name the file. The runner has no branch on the
+direction: what differs between encrypt and decrypt is a method or attribute of the job.
 
-Each process encrypts or decrypts through one :class:`Crypto`: the keyring, or with ``--cache-max-age`` a
-:class:`~envelope.CachingMaterialsManager` in front of it. The cache is **one per process**: an inline run has
-one cache for all its files, and each worker process builds its own (in :func:`_init_worker`, after the fork,
-so no entry is ever inherited). A data key is therefore only ever used by the process that made it, and every
-limit (``max_age``, ``max_messages``, ``max_bytes``) holds per data key exactly as in the library; a run with
-N workers may make up to N times as many data keys (README "Data-key cache"). Each outcome carries what its
-job added to its process's cache stats, so the main process sums them (``CacheStats.__add__``) for the
+Each process encrypts or decrypts through one :class:`Materials`: always a materials manager, the
+:class:`~envelope.DefaultMaterialsManager` over the keyring, or with ``--cache-max-age`` a
+:class:`~envelope.CachingMaterialsManager`. The cache is **one per process**: an inline run has one cache for
+all its files, and each worker process builds its own (``envelope_cli.workers``, after the fork, so no entry is
+ever inherited). A data key is therefore only ever used by the process that made it, and every limit
+(``max_age``, ``max_messages``, ``max_bytes``) holds per data key exactly as in the library; a run with N
+workers may make up to N times as many data keys (README "Data-key cache"). Each outcome carries what its task
+added to its process's cache stats, so the main process sums them (``CacheStats.__add__``) for the
 ``--metadata-output`` summary line.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
-from .errors import ExitCode, classify, debug, print_error
-from .files import STDIO, Destination, Job, Plan, input_mode, open_input
+from . import tempfiles
+from .errors import ExitCode, FileProblem, classify, debug, print_error, say
+from .files import STDIO
 from .headers import header_summary
-from .keys import KeyOptions, Purpose, build_keyring
+from .keys import KeyOptions, build_keyring
+from .locations import SinkRules, create_sink, open_source
+from .planning import Plan, Task
 from .progress import Progress
-from .streams import Base64Reader, Base64Writer, InputMeter
+from .streams import Base64Reader, Base64Writer, InputMeter, OutputWriter, Readable, Writable
+from .tempfiles import close_quietly
 
 if TYPE_CHECKING:
-    from envelope import CacheStats, Keyring, MaterialsManager
+    from envelope import (
+        AlgorithmSuite,
+        CacheStats,
+        CachingMaterialsManager,
+        CommitmentPolicy,
+        Header,
+        MaterialsManager,
+    )
 
-__all__ = ["DEFAULT_CACHE_CAPACITY", "CacheOptions", "Crypto", "Outcome", "Settings", "build_crypto",
-           "default_workers", "run_plan"]
+__all__ = ["CacheSettings", "DecryptJob", "EncryptJob", "Job", "Materials", "Outcome", "Run", "execute_plan",
+           "process_task"]
 
-#: ``--cache-capacity`` default: entries per cache (one per process).
-DEFAULT_CACHE_CAPACITY = 1000
+def _usage(message: str) -> Exception:
+    from envelope import UsageError
+
+    return UsageError(message)
+
 
 TERMINAL_CIPHERTEXT = "refusing to write binary ciphertext to a terminal: use -o FILE, a pipe, or --encode"
 
 
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+class Done(NamedTuple):
+    header: Header
+    bytes_out: int  # bytes written to the output (base64 text with --encode)
+
+
+class Job(Protocol):
+    """What the task runner needs from a job description; :class:`EncryptJob` and :class:`DecryptJob` are the
+    two there are. Picklable (worker processes receive it)."""
+
+    @property
+    def mode(self) -> Literal["encrypt", "decrypt"]:
+        """The command: the keyring's purpose, the progress label, the metadata ``mode``."""
+
+    @property
+    def decodes(self) -> bool:
+        """The input is base64 (for the error hints)."""
+
+    @property
+    def binary_input(self) -> bool:
+        """The input is a binary message, which a terminal cannot be."""
+
+    @property
+    def refuse_terminal(self) -> str | None:
+        """The usage error when the output is a terminal (None: a terminal is fine)."""
+
+    def output_mode(self, input_mode: int | None) -> int | None:
+        """Permission bits of a new output file, given the input's."""
+
+    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
+                  length: int | None, threads: int | None) -> Done:
+        """Call the library: ``source`` -> ``destination``; ``length`` is the input's size when known."""
 
 
 @dataclass(frozen=True)
-class CacheOptions:
-    """``--cache-*``: the data-key cache of each process (None limits: the library's defaults)."""
+class EncryptJob:
+    """``envelope encrypt``: the keyword arguments of :func:`envelope.encrypt_stream`, and ``--encode``."""
+
+    context: Mapping[str, str]
+    algorithm: AlgorithmSuite | None = None
+    frame_length: int | None = None
+    commitment_policy: CommitmentPolicy | None = None
+    max_encrypted_data_keys: int | None = None
+    encode: bool = False  # write base64
+
+    mode: ClassVar[Literal["encrypt"]] = "encrypt"
+    #: a binary message read from a terminal is a mistake; plaintext typed at one is not
+    binary_input: ClassVar[bool] = False
+
+    @property
+    def decodes(self) -> bool:
+        return False
+
+    @property
+    def refuse_terminal(self) -> str | None:
+        return None if self.encode else TERMINAL_CIPHERTEXT
+
+    def output_mode(self, input_mode: int | None) -> int | None:
+        """Encrypted files keep the mode of their input."""
+        return input_mode
+
+    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
+                  length: int | None, threads: int | None) -> Done:
+        import envelope
+
+        out: Writable = Base64Writer(destination) if self.encode else destination
+        result = envelope.encrypt_stream(
+            source, out, materials_manager=manager, context=self.context,  # type: ignore[arg-type]
+            algorithm=self.algorithm, frame_length=self.frame_length, commitment_policy=self.commitment_policy,
+            max_encrypted_data_keys=self.max_encrypted_data_keys, plaintext_length=length, threads=threads)
+        if isinstance(out, Base64Writer):
+            out.finish()
+            return Done(result.header, out.count)
+        return Done(result.header, result.bytes_written)
+
+
+@dataclass(frozen=True)
+class DecryptJob:
+    """``envelope decrypt``: the keyword arguments of :func:`envelope.decrypt_stream`, and ``--decode``."""
+
+    required_context: Mapping[str, str]
+    max_encrypted_data_keys: int | None
+    max_frame_length: int
+    commitment_policy: CommitmentPolicy | None = None
+    unsigned_only: bool = False
+    decode: bool = False  # read base64
+
+    mode: ClassVar[Literal["decrypt"]] = "decrypt"
+    refuse_terminal: ClassVar[str | None] = None
+
+    @property
+    def decodes(self) -> bool:
+        return self.decode
+
+    @property
+    def binary_input(self) -> bool:
+        return not self.decode
+
+    def output_mode(self, input_mode: int | None) -> int:
+        """Decrypted files are private, whatever the message's file mode."""
+        return 0o600
+
+    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
+                  length: int | None, threads: int | None) -> Done:
+        import envelope
+
+        result = envelope.decrypt_stream(
+            Base64Reader(source) if self.decode else source, destination,  # type: ignore[arg-type]
+            materials_manager=manager, commitment_policy=self.commitment_policy,
+            required_context=self.required_context, unsigned_only=self.unsigned_only,
+            max_encrypted_data_keys=self.max_encrypted_data_keys, max_frame_length=self.max_frame_length,
+            threads=threads)
+        return Done(result.header, result.bytes_written)
+
+
+class CacheSettings(NamedTuple):
+    """``--cache-*``: the data-key cache of each process (every limit resolved: no None)."""
 
     max_age: float
-    max_messages: int | None = None
-    max_bytes: int | None = None
-    capacity: int = DEFAULT_CACHE_CAPACITY
+    max_messages: int
+    max_bytes: int
+    capacity: int
 
     def describe(self) -> dict[str, Any]:
-        from envelope._cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES
-
-        return {"max_age": self.max_age,
-                "max_messages": DEFAULT_MAX_MESSAGES if self.max_messages is None else self.max_messages,
-                "max_bytes": DEFAULT_MAX_BYTES if self.max_bytes is None else self.max_bytes,
-                "capacity": self.capacity}
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything a job needs besides its files. Picklable: worker processes receive it."""
+class Materials(NamedTuple):
+    """What one process encrypts and decrypts with: a materials manager (and the cache, when it is one)."""
 
-    direction: Purpose
-    keys: KeyOptions
-    context: dict[str, str] = field(default_factory=dict)  # encrypt: the context; decrypt: required pairs
-    algorithm: str | None = None
-    frame_length: int | None = None
-    commitment_policy: str | None = None
-    max_encrypted_data_keys: int | None = None
-    max_frame_length: int | None = None  # decrypt: None is the library's default
-    unsigned_only: bool = False
-    base64: bool = False  # --encode / --decode
-    force: bool = False
-    make_folders: bool = False
-    metadata: bool = False  # build the --metadata-output record
-    cache: CacheOptions | None = None  # --cache-max-age and friends
-
-
-class Crypto:
-    """What one process encrypts and decrypts with: a keyring, or a caching manager in front of it."""
-
-    def __init__(self, keyring: Keyring, manager: MaterialsManager | None = None) -> None:
-        self.keyring = keyring
-        self.manager = manager
-
-    def arguments(self) -> dict[str, Any]:
-        """``keyring=`` or ``materials_manager=`` for the library's encrypt / decrypt functions."""
-        if self.manager is not None:
-            return {"materials_manager": self.manager}
-        return {"keyring": self.keyring}
+    manager: MaterialsManager
+    cache: CachingMaterialsManager | None = None
 
     def cache_counts(self) -> dict[str, int] | None:
         """This process's cache stats so far (None without a cache)."""
-        stats: CacheStats | None = getattr(self.manager, "stats", None)
-        return None if stats is None else stats.as_dict()
+        return None if self.cache is None else self.cache.stats.as_dict()
 
 
-def build_crypto(settings: Settings) -> Crypto:
-    """The keyring from ``settings.keys``, behind a new cache when ``settings.cache`` says so.
+@dataclass(frozen=True)
+class Run:
+    """Everything a task needs besides its files. Picklable: worker processes receive it."""
 
-    Raises UsageError for bad keys or cache limits, so ``_run`` calls it before any file is touched."""
-    keyring = build_keyring(settings.keys, settings.direction)
-    options = settings.cache
-    if options is None:
-        return Crypto(keyring)
-    from envelope._cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, CachingMaterialsManager, LocalCache
+    job: Job
+    keys: KeyOptions
+    cache: CacheSettings | None = None
+    force: bool = False
+    make_folders: bool = False  # several inputs or -r: output folders are created
+    metadata: bool = False  # build the --metadata-output record
 
-    manager = CachingMaterialsManager(
-        keyring, LocalCache(options.capacity), max_age=options.max_age,
-        max_messages=DEFAULT_MAX_MESSAGES if options.max_messages is None else options.max_messages,
-        max_bytes=DEFAULT_MAX_BYTES if options.max_bytes is None else options.max_bytes)
-    return Crypto(keyring, manager)
+    def materials(self, warn: Callable[[str], None] | None = None) -> Materials:
+        """The keyring from ``keys``, behind a new cache when ``cache`` says so. Raises UsageError for bad keys,
+        so the command builds it before any file is touched; ``warn`` gets warnings about the keys."""
+        import envelope
+
+        keyring = build_keyring(self.keys, self.job.mode, warn)
+        if self.cache is None:
+            return Materials(envelope.DefaultMaterialsManager(keyring))
+        c = self.cache
+        manager = envelope.CachingMaterialsManager(keyring, envelope.LocalCache(c.capacity), max_age=c.max_age,
+                                                   max_messages=c.max_messages, max_bytes=c.max_bytes)
+        return Materials(manager, manager)
 
 
 @dataclass
 class Outcome:
-    job: Job
+    task: Task
     code: int
     error: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
-    cache_counts: dict[str, int] | None = None  # what this job added to its process's cache stats
+    cache_counts: dict[str, int] | None = None  # what this task added to its process's cache stats
+    bytes_out: int | None = None  # bytes written to the output, when it succeeded
+    created: list[str] = field(default_factory=list)  # folders this task created
 
 
 def _difference(after: dict[str, int] | None, before: dict[str, int] | None) -> dict[str, int] | None:
@@ -139,140 +243,57 @@ def _difference(after: dict[str, int] | None, before: dict[str, int] | None) -> 
     return {name: after[name] - before.get(name, 0) for name in after}
 
 
-def _small(size: int | None) -> bool:
-    """Inputs that fit in one batch gain nothing from the library's thread pipeline, only thread start-up."""
-    from envelope._stream import BATCH_BYTES
-
-    return size is not None and size <= BATCH_BYTES
-
-
-def run_job(job: Job, settings: Settings, crypto: Crypto, *, threads: int | None = None,
-            on_read: Callable[[int], None] | None = None) -> Outcome:
+def process_task(task: Task, run: Run, materials: Materials, *, threads: int | None = None,
+                 on_read: Callable[[int], None] | None = None) -> Outcome:
     """Encrypt or decrypt one input into one output. Library and I/O errors become a failed :class:`Outcome`."""
-    before = crypto.cache_counts()
-    outcome = _run_job(job, settings, crypto, threads, on_read)
-    outcome.cache_counts = _difference(crypto.cache_counts(), before)
+    before, folders = materials.cache_counts(), len(tempfiles.CREATED)
+    outcome = _transform(task, run, materials, threads, on_read)
+    outcome.cache_counts = _difference(materials.cache_counts(), before)
     if outcome.cache_counts is not None:
         outcome.record["cache_stats"] = outcome.cache_counts
+    outcome.created = tempfiles.CREATED[folders:]
     return outcome
 
 
-def _run_job(job: Job, settings: Settings, crypto: Crypto, threads: int | None,
-             on_read: Callable[[int], None] | None) -> Outcome:
+def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
+               on_read: Callable[[int], None] | None) -> Outcome:
     import envelope
 
+    job = run.job
     started = time.perf_counter()
-    record: dict[str, Any] = {"mode": settings.direction, "input": job.source, "output": job.destination}
+    record: dict[str, Any] = {"mode": job.mode, "input": task.source, "output": task.destination}
     meter: InputMeter | None = None
-    if threads is None and _small(job.size):
-        threads = 0
     try:
-        raw = open_input(job.source)
+        source = open_source(task.source)
         try:
-            meter = InputMeter(raw, on_read)
-            if settings.direction == "encrypt":
-                destination = Destination(job.destination, force=settings.force, mode=input_mode(raw),
-                                          make_folders=settings.make_folders,
-                                          refuse_terminal=None if settings.base64 else TERMINAL_CIPHERTEXT)
-                with destination as out:
-                    sink: BinaryIO | Base64Writer = Base64Writer(out) if settings.base64 else out
-                    result = envelope.encrypt_stream(
-                        meter, sink, context=settings.context, **crypto.arguments(),  # type: ignore[arg-type]
-                        algorithm=settings.algorithm, frame_length=settings.frame_length,
-                        commitment_policy=settings.commitment_policy,
-                        max_encrypted_data_keys=settings.max_encrypted_data_keys,
-                        plaintext_length=job.size, threads=threads)
-                    if isinstance(sink, Base64Writer):
-                        sink.finish()
-            else:
-                source = Base64Reader(meter) if settings.base64 else meter
-                max_edks = settings.max_encrypted_data_keys
-                destination = Destination(job.destination, force=settings.force, mode=0o600,
-                                          make_folders=settings.make_folders)
-                with destination as out:
-                    sink = out
-                    result = envelope.decrypt_stream(
-                        source, out, **crypto.arguments(),  # type: ignore[arg-type]
-                        commitment_policy=settings.commitment_policy, required_context=settings.context,
-                        unsigned_only=settings.unsigned_only, threads=threads,
-                        max_encrypted_data_keys=envelope.DEFAULT_MAX_ENCRYPTED_DATA_KEYS if max_edks is None
-                        else max_edks,
-                        max_frame_length=settings.max_frame_length or envelope.DEFAULT_MAX_FRAME_LENGTH)
+            meter = InputMeter(source.open(), on_read, location=task.source, size=source.size)
+            sink = create_sink(task.destination, SinkRules(
+                force=run.force, mode=job.output_mode(source.mode), make_folders=run.make_folders,
+                refuse_terminal=job.refuse_terminal))
+            try:
+                out = OutputWriter(sink.open(), task.destination)
+                done = job.transform(meter, out, materials.manager, length=source.size,
+                                     threads=envelope.stream_threads(source.size) if threads is None else threads)
+                sink.commit()
+            except BaseException:
+                sink.abort()
+                raise
         finally:
-            if raw is not sys.stdin.buffer:
-                raw.close()
+            source.close()
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
-        code, message = classify(exc, head=meter.head if meter is not None else None,
-                                 decoding=settings.base64 and settings.direction == "decrypt")
+        code, message = classify(exc, head=meter.head if meter is not None else None, decoding=job.decodes)
         if debug():
             import traceback
 
             traceback.print_exc(file=sys.stderr)
         record.update(error=message, exit_code=code, seconds=round(time.perf_counter() - started, 6))
-        return Outcome(job, code, message, record)
-    if settings.metadata:
-        record["header"] = header_summary(result.header)
+        return Outcome(task, code, message, record)
+    if run.metadata:
+        record["header"] = header_summary(done.header)
         record["bytes_in"] = meter.count
-        record["bytes_out"] = sink.count if isinstance(sink, Base64Writer) else result.bytes_written
+        record["bytes_out"] = done.bytes_out
         record["seconds"] = round(time.perf_counter() - started, 6)
-    return Outcome(job, ExitCode.OK, None, record)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# worker processes
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(settings: Settings) -> None:
-    from . import signals
-
-    signals.install(main=False)  # a signal removes this worker's temporary file; the main process reports
-    _WORKER["settings"] = settings
-    _WORKER["crypto"] = build_crypto(settings)  # this worker's own keyring and (empty) cache
-
-
-def _work(job: Job) -> Outcome:
-    return run_job(job, _WORKER["settings"], _WORKER["crypto"], threads=0)
-
-
-def _start_method() -> str | None:
-    # fork starts workers in milliseconds with the library already imported; elsewhere the platform default.
-    return "fork" if sys.platform.startswith("linux") else None
-
-
-def _in_processes(jobs: list[Job], settings: Settings, workers: int) -> Iterator[Outcome]:
-    """Start the workers now and return their outcomes in input order.
-
-    Forking happens here, before the progress bar starts its thread; the only other thread is the signal
-    watcher, which holds no lock while it waits (cli/envelope_cli/signals.py)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context(_start_method())
-    chunk = max(1, min(64, len(jobs) // (workers * 8)))
-    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,))
-    try:
-        outcomes = executor.map(_work, jobs, chunksize=chunk)  # submits every chunk: forks the workers
-    except BaseException:
-        executor.shutdown(wait=True, cancel_futures=True)
-        raise
-    return _collect(executor, outcomes)
-
-
-def _collect(executor: Any, outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
-    import multiprocessing
-
-    try:
-        yield from outcomes
-    except BaseException:
-        # SIGTERM makes each worker remove its temporary file (see _init_worker); they are our own children.
-        for child in multiprocessing.active_children():
-            child.terminate()
-        raise
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    return Outcome(task, ExitCode.OK, None, record, bytes_out=done.bytes_out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -280,73 +301,115 @@ def _collect(executor: Any, outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
 
 
 class MetadataLog:
-    """``--metadata-output``: one JSON line per processed input, appended as each finishes."""
+    """``--metadata-output``: one JSON line per processed input, appended as each finishes.
+
+    A log that did not exist is created with its first line, and removed again if no input succeeded: a failed
+    run leaves no file it did not have before. An existing log is only appended to."""
 
     def __init__(self, path: str | None) -> None:
-        self.stream: Any = None
-        if path == STDIO:
-            self.stream = sys.stdout
-        elif path is not None:
-            from .files import FileProblem
+        self.path = path
+        self.stream: Any = sys.stdout if path == STDIO else None
+        self.created = False
+        if path is None or path == STDIO:
+            return
+        from .files import in_system_folder
 
-            try:
-                self.stream = open(path, "a", encoding="utf-8")
-            except OSError as exc:
-                raise FileProblem("cannot write metadata to", exc, path) from None
-        self._own = path not in (None, STDIO)
+        if os.path.lexists(path):
+            self.stream = self._open("a")
+        elif in_system_folder(path):
+            raise _usage(f"--metadata-output {path!r}: envelope never creates files in /dev or /proc")
+        elif not os.path.isdir(os.path.dirname(path) or "."):
+            folder = os.path.dirname(path)
+            raise FileProblem("cannot write metadata to", OSError(errno.ENOENT, f"the folder {folder!r} does not "
+                                                                                "exist"), path)
+
+    def _open(self, mode: str) -> Any:
+        assert self.path is not None
+        try:
+            return open(self.path, mode, encoding="utf-8")
+        except OSError as exc:
+            raise FileProblem("cannot write metadata to", exc, self.path) from None
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.stream is not None:
-            from .headers import json_text
+        if self.path is None:
+            return
+        if self.stream is None:
+            self.stream = self._open("x")  # it did not exist when the run started; nor may it now
+            self.created = True
+        from .headers import json_text
 
+        try:
             self.stream.write(json_text(record) + "\n")
             self.stream.flush()
+        except OSError as exc:
+            raise FileProblem("cannot write metadata to", exc, self.path) from None
 
-    def close(self) -> None:
-        if self._own and self.stream is not None:
-            self.stream.close()
+    def close(self, *, succeeded: bool) -> None:
+        if self.stream is None or self.path == STDIO:
+            return
+        close_quietly(self.stream)
+        if self.created and not succeeded and self.path is not None:
+            try:
+                os.unlink(self.path)  # ours: created by this run, which produced nothing
+            except OSError:
+                pass
 
 
-def run_plan(plan: Plan, settings: Settings, crypto: Crypto, *, workers: int, progress: bool | None,
-             metadata_output: str | None) -> int:
-    """Run every job; print one error line per failed input. Returns the exit code of the first failure.
+def execute_plan(plan: Plan, run: Run, materials: Materials, *, workers: int, progress: bool | None,
+                 metadata_output: str | None, verbose: bool = False) -> int:
+    """Run every task; print one error line per failed input (and with ``verbose`` one line per output
+    written). Returns the exit code of the first failure. Folders the run created and left empty (their only
+    outputs failed) are removed at the end.
 
-    ``crypto`` serves jobs run in this process; worker processes build their own from ``settings``. With a
+    ``materials`` serve tasks run in this process; worker processes build their own from ``run``. With a
     cache, ``--metadata-output`` gets one more line after the inputs: the cache settings and the stats of
     every process's cache, summed.
+
+    Executors: inline (one worker), or ``envelope_cli.workers.in_processes``. Another executor (a Dask cluster)
+    is a function of the same shape, ``(tasks, run, workers) -> outcomes in plan order``, whose workers call
+    :func:`process_task` with ``run.materials()`` built where they run; it is started before the progress bar.
     """
     metadata = MetadataLog(metadata_output)
-    sizes = [job.size for job in plan.jobs]
+    sizes = [task.size for task in plan.tasks]
     total = None if None in sizes else sum(s for s in sizes if s is not None)
-    workers = max(1, min(workers, len(plan.jobs)))
+    workers = max(1, min(workers, len(plan.tasks)))
     if workers > 1:
-        results = _in_processes(plan.jobs, settings, workers)  # before the progress bar starts a thread
-        bar = Progress(settings.direction, total, progress, files=len(plan.jobs))
+        from .workers import in_processes
+
+        results = in_processes(plan.tasks, run, workers)  # before the progress bar starts a thread
+        bar = Progress(run.job.mode, total, progress, files=len(plan.tasks))
     else:
-        bar = Progress(settings.direction, total, progress, files=len(plan.jobs))
-        results = (run_job(job, settings, crypto, on_read=bar.advance) for job in plan.jobs)
+        bar = Progress(run.job.mode, total, progress, files=len(plan.tasks))
+        results = (process_task(task, run, materials, on_read=bar.advance) for task in plan.tasks)
     code = 0
-    failed = 0
+    failed = succeeded = 0
+    created: list[str] = []
     cache_total: CacheStats | None = None
     try:
         for outcome in results:
-            bar.file_done((outcome.job.size or 0) if workers > 1 else 0)
+            bar.file_done((outcome.task.size or 0) if workers > 1 else 0)
+            created += outcome.created
             if outcome.error is not None:
                 code = code or outcome.code
                 failed += 1
-                print_error(f"{outcome.job.source}: {outcome.error}" if plan.many else outcome.error)
+                print_error(f"{outcome.task.source}: {outcome.error}" if plan.many else outcome.error)
+            else:
+                succeeded += 1
+            if outcome.error is None and verbose:
+                where = "stdout" if outcome.task.destination == STDIO else repr(outcome.task.destination)
+                say(f"wrote {where} ({outcome.bytes_out} bytes)")
             if outcome.cache_counts is not None:
                 from envelope import CacheStats
 
                 counts = CacheStats(**outcome.cache_counts)
                 cache_total = counts if cache_total is None else cache_total + counts
             metadata.write(outcome.record)
-        if settings.cache is not None and cache_total is not None:
-            metadata.write({"mode": settings.direction, "summary": True, "inputs": len(plan.jobs),
-                            "failed": failed,
-                            "cache": {"scope": "per-process", "caches": workers, **settings.cache.describe()},
+        if run.cache is not None and cache_total is not None:
+            metadata.write({"mode": run.job.mode, "summary": True, "inputs": len(plan.tasks), "failed": failed,
+                            "cache": {"scope": "per-process", "caches": workers, **run.cache.describe()},
                             "cache_stats": cache_total.as_dict()})
     finally:
         bar.close()
-        metadata.close()
+        metadata.close(succeeded=succeeded > 0)
+        tempfiles.remove_empty_folders(created)
     return code

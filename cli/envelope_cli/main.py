@@ -75,9 +75,10 @@ def run() -> None:
     from . import signals
 
     signals.install()  # before any thread starts: see cli/envelope_cli/signals.py
-    from .app import run as run_app
+    from .app import app
+    from .speedups import invoke_command_line
 
-    run_app()
+    invoke_command_line(app)
 
 
 if __name__ == "__main__":

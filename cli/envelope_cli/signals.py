@@ -24,7 +24,7 @@ import threading
 from typing import Any
 
 from .errors import PREFIX, Terminated
-from .files import abandon_temporary_files
+from .tempfiles import abandon_temporary_files
 
 __all__ = ["install"]
 

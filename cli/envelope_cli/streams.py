@@ -11,11 +11,17 @@ import binascii
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, cast
 
-__all__ = ["Base64Reader", "Base64Writer", "InputMeter", "Readable"]
+from .errors import FileProblem
+
+__all__ = ["Base64Reader", "Base64Writer", "InputMeter", "OutputWriter", "Readable", "Writable"]
 
 
 class Readable(Protocol):
     def readinto(self, buf: Any, /) -> int | None: ...
+
+
+class Writable(Protocol):
+    def write(self, data: Any, /) -> int | None: ...
 
 HEAD = 8  # bytes of the input kept for error hints ("not an ESDK message", "looks like base64")
 _WHITESPACE = b" \t\r\n\v\f"
@@ -23,18 +29,30 @@ _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 class InputMeter:
-    """Counts the bytes read from ``raw``, keeps the first few, and reports each read to ``on_read``."""
+    """Counts the bytes read from ``raw``, keeps the first few, and reports each read to ``on_read``.
 
-    __slots__ = ("_on_read", "_raw", "count", "head")
+    ``location`` names the input in read errors (``cannot read input 'x': ...``). ``size``, when the input's
+    length is known, is enforced: reading more, or reaching the end after fewer, means the input changed while
+    being read (a file that grew or shrank), which fails before the output is put in place."""
 
-    def __init__(self, raw: Readable | BinaryIO, on_read: Callable[[int], None] | None = None) -> None:
+    __slots__ = ("_location", "_on_read", "_raw", "count", "head", "size")
+
+    def __init__(self, raw: Readable | BinaryIO, on_read: Callable[[int], None] | None = None, *,
+                 location: str = "-", size: int | None = None) -> None:
         self._raw = cast(Readable, raw)  # binary files have readinto; typing.BinaryIO does not say so
         self._on_read = on_read
+        self._location = location
+        self.size = size
         self.count = 0
         self.head = b""
 
     def readinto(self, buf: Any) -> int:
-        got = self._raw.readinto(buf)
+        try:
+            got = self._raw.readinto(buf)
+        except OSError as exc:
+            if isinstance(exc, FileProblem):
+                raise
+            raise FileProblem("cannot read input", exc, self._location) from None
         if got is None:
             raise BlockingIOError(11, "the input is in non-blocking mode and has no data")
         if got:
@@ -43,7 +61,16 @@ class InputMeter:
             self.count += got
             if self._on_read is not None:
                 self._on_read(got)
+            if self.size is not None and self.count > self.size:
+                raise self._changed("more")
+        elif self.size is not None and self.count != self.size and len(memoryview(buf)):
+            raise self._changed(str(self.count))
         return int(got)
+
+    def _changed(self, read: str) -> FileProblem:
+        return FileProblem("cannot read input", OSError(None, f"it changed while being read (it had {self.size} "
+                                                              f"bytes when opened, {read} were read)"),
+                           self._location)
 
     def read(self, size: int = -1) -> bytes:
         """Only for readers that do not use ``readinto``; the library does."""
@@ -53,10 +80,29 @@ class InputMeter:
         return bytes(memoryview(buf)[:self.readinto(buf)])
 
 
+class OutputWriter:
+    """The library's view of an output: a write error names the output (``cannot write 'x': No space left on
+    device``). One call per batch, as the library writes whole batches."""
+
+    __slots__ = ("_location", "_write")
+
+    def __init__(self, raw: BinaryIO, location: str) -> None:
+        self._write = raw.write
+        self._location = location
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._write(data)
+        except OSError as exc:
+            if isinstance(exc, FileProblem):
+                raise
+            raise FileProblem("cannot write", exc, self._location) from None  # keeps errno: EPIPE stays 141
+
+
 class Base64Writer:
     """Writes the base64 form (no line breaks) of everything written to it; :meth:`finish` adds the padding."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: Writable) -> None:
         self._raw = raw
         self._carry = b""
         self.count = 0  # base64 bytes written
@@ -107,7 +153,7 @@ class Base64Reader:
 
     @staticmethod
     def _error(offset: int, reason: str) -> Exception:
-        from envelope.errors import FormatError
+        from envelope import FormatError
 
         return FormatError("base64 input", offset, reason)
 

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 from .._format import EncryptedDataKey
 from .._suites import AlgorithmSuite
 
-__all__ = ["Keyring", "describe_edk"]
+__all__ = ["Keyring", "describe_edk", "printable_info", "readable_key_name"]
 
 
 @runtime_checkable

@@ -19,8 +19,8 @@ from ..errors import KeyFileError, UsageError
 from .raw_aes import RawAesKeyring
 from .raw_rsa import PADDINGS, RawRsaKeyring
 
-__all__ = ["generate_aes_key_file", "generate_rsa_key_file", "load_keyring", "parse_key_file",
-           "write_key_file"]
+__all__ = ["generate_aes_key_file", "generate_rsa_key_file", "key_file_text", "load_keyring", "parse_key_file",
+           "public_key_file", "write_key_file"]
 
 DEFAULT_NAMESPACE = "envelope"
 
@@ -93,6 +93,7 @@ def load_keyring(path: str | os.PathLike[str]) -> RawAesKeyring | RawRsaKeyring:
 
 def generate_aes_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None = None, bits: int = 256
                           ) -> dict[str, str]:
+    """A new raw-AES key file (the dict :func:`write_key_file` writes), with a random key of ``bits`` bits."""
     if bits not in (128, 192, 256):
         raise UsageError("AES keys are 128, 192 or 256 bits")
     name = name or f"key-{secrets.token_hex(4)}"
@@ -103,6 +104,7 @@ def generate_aes_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None =
 
 def generate_rsa_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None = None, bits: int = 4096,
                           padding: str = "oaep-sha256") -> dict[str, str]:
+    """A new raw-RSA key file holding a new private key of ``bits`` bits (PKCS#8 PEM)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -116,7 +118,18 @@ def generate_rsa_key_file(namespace: str = DEFAULT_NAMESPACE, name: str | None =
     return {"type": "raw-rsa", "namespace": namespace, "name": name, "padding": padding, "private_key": pem}
 
 
+def public_key_file(doc: dict[str, str]) -> dict[str, str]:
+    """The encrypt-only key file of a raw-RSA key file: the same namespace, name and padding, and the public
+    key instead of the private one (a machine holding it can encrypt but never decrypt)."""
+    keyring = parse_key_file(json.dumps(doc))
+    if not isinstance(keyring, RawRsaKeyring):
+        raise UsageError("only a raw-rsa key file has a public half")
+    return {"type": "raw-rsa", "namespace": doc["namespace"], "name": doc["name"],
+            "padding": doc.get("padding", "oaep-sha256"), "public_key": keyring.public_key_pem()}
+
+
 def key_file_text(doc: dict[str, str]) -> str:
+    """The text of a key file, as :func:`write_key_file` writes it."""
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -126,8 +139,10 @@ def _write_fully(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: bool = False) -> None:
-    """Write a key file with mode 0600. Refuses to replace an existing file unless ``force``.
+def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: bool = False,
+                   mode: int = 0o600) -> None:
+    """Write a key file with mode 0600 (``mode``: 0644 suits a public-only file). Refuses to replace an
+    existing file unless ``force``.
 
     With ``force`` the new file is written beside the old one and renamed over it, so a failure leaves the
     old key intact.
@@ -137,6 +152,7 @@ def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: 
     if not force:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            os.fchmod(fd, mode)
             _write_fully(fd, data)
             os.fsync(fd)
         except BaseException:
@@ -151,6 +167,7 @@ def write_key_file(path: str | os.PathLike[str], doc: dict[str, str], *, force: 
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
+            os.fchmod(fd, mode)
             _write_fully(fd, data)
             os.fsync(fd)
         finally:

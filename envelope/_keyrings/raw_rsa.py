@@ -49,7 +49,11 @@ class RawRsaKeyring:
         if isinstance(private_key, bytes):
             from cryptography.hazmat.primitives import serialization
 
-            loaded = serialization.load_pem_private_key(private_key, password=None)
+            try:
+                loaded = serialization.load_pem_private_key(private_key, password=None)
+            except TypeError:  # "Password was not given but private key is encrypted"
+                raise UsageError("private_key is passphrase-protected (an encrypted PEM), which envelope cannot "
+                                 "read: store it unencrypted, e.g. openssl pkey -in KEY.pem -out PLAIN.pem") from None
             if not isinstance(loaded, rsa.RSAPrivateKey):
                 raise UsageError("private_key is not an RSA key")
             private_key = loaded
@@ -64,6 +68,18 @@ class RawRsaKeyring:
             raise UsageError("a raw RSA keyring needs a private key or a public key")
         self._private = private_key
         self._public = public_key if public_key is not None else private_key.public_key()  # type: ignore[union-attr]
+
+    @property
+    def has_private_key(self) -> bool:
+        """False for an encrypt-only keyring (a public key only): it cannot unwrap data keys."""
+        return self._private is not None
+
+    def public_key_pem(self) -> str:
+        """The public key as PEM (SubjectPublicKeyInfo): what an encrypt-only key file holds."""
+        from cryptography.hazmat.primitives import serialization
+
+        return self._public.public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
     def __repr__(self) -> str:
         kind = "private" if self._private is not None else "public"

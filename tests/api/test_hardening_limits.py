@@ -96,6 +96,7 @@ def test_cli_refuses_hostile_headers(name: str, code: int, words: str, tmp_path:
     monkeypatch.chdir(tmp_path)
     Path("k.key").write_text('{"type": "raw-aes", "namespace": "hostile", "name": "vector-key", "key": "'
                              + __import__("base64").b64encode(bytes(range(32))).decode() + '"}')
+    Path("k.key").chmod(0o600)  # a key file others can read gets a warning line (issue 12)
     Path("m").write_bytes(next(c for c in CASES if c.name == name).make().read(2 * MiB))
     result = runner.invoke(app, ["decrypt", "m", "-k", "k.key", "-o", "out"])
     lines = result.stderr.splitlines()

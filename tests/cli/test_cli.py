@@ -419,9 +419,14 @@ def test_folder_where_a_file_is_expected(work: Path, key: Path, plain: Path, mes
     (work / "dir").mkdir()
     (work / "dir" / "f").write_bytes(b"x")
     fails(2, "is a folder, where a file is expected (add -r", "encrypt", "dir", "-k", key, folder=work)
-    fails(2, "is a folder, where a file is expected", "encrypt", plain, "-k", key, "-o", "dir", folder=work)
-    fails(2, "is a folder, where a file is expected", "decrypt", message, "-k", key, "-o", "dir", folder=work)
+    (work / "config.txt.enc").mkdir()  # the default output name is a folder
+    fails(2, "is a folder, where a file is expected", "encrypt", plain, "-k", key, "--suffix", ".enc",
+          folder=work)
     fails(2, "must be a folder", "encrypt", plain, message, "-k", key, "-o", plain, "--force", folder=work)
+    # issue 12: with one input, -o naming an existing folder writes into it (as the ESDK CLI does)
+    ok("encrypt", plain, "-k", key, "-o", "dir")
+    ok("decrypt", "dir/config.txt.encrypted", "-k", key, "-o", "dir")
+    assert (work / "dir" / "config.txt").read_bytes() == plain.read_bytes()
 
 
 def test_io_errors(work: Path, key: Path, message: Path) -> None:

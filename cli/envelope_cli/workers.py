@@ -1,0 +1,71 @@
+"""Many files in worker *processes*: per-file work is mostly Python (header, key wrapping, file system calls)
+that holds the GIL, so threads do not scale (measured: README "Command-line reference", ``--workers``).
+
+Each worker builds its own materials (and so its own, empty, data-key cache) after the fork and runs
+:func:`envelope_cli.jobs.process_task` for each task it is given, without the library's thread pipeline.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from .jobs import Materials, Outcome, Run, process_task
+from .planning import Task
+
+__all__ = ["in_processes"]
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(run: Run) -> None:
+    from . import signals
+
+    signals.install(main=False)  # a signal removes this worker's temporary file; the main process reports
+    _WORKER["run"] = run
+    _WORKER["materials"] = run.materials()  # this worker's own keyring and (empty) cache
+
+
+def _work(task: Task) -> Outcome:
+    run: Run = _WORKER["run"]
+    materials: Materials = _WORKER["materials"]
+    return process_task(task, run, materials, threads=0)
+
+
+def _start_method() -> str | None:
+    # fork starts workers in milliseconds with the library already imported; elsewhere the platform default.
+    return "fork" if sys.platform.startswith("linux") else None
+
+
+def in_processes(tasks: list[Task], run: Run, workers: int) -> Iterator[Outcome]:
+    """Start the workers now and return their outcomes in input order.
+
+    Forking happens here, before the progress bar starts its thread; the only other thread is the signal
+    watcher, which holds no lock while it waits (cli/envelope_cli/signals.py)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context(_start_method())
+    chunk = max(1, min(64, len(tasks) // (workers * 8)))
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(run,))
+    try:
+        outcomes = executor.map(_work, tasks, chunksize=chunk)  # submits every chunk: forks the workers
+    except BaseException:
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    return _collect(executor, outcomes)
+
+
+def _collect(executor: Any, outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
+    import multiprocessing
+
+    try:
+        yield from outcomes
+    except BaseException:
+        # SIGTERM makes each worker remove its temporary file (see _init_worker); they are our own children.
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
