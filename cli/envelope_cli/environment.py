@@ -18,9 +18,9 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperCommand
 
 from .errors import ExitCode
+from .helptext import Command
 
 if TYPE_CHECKING:
     from envelope import Keyring
@@ -43,7 +43,7 @@ GrantTokens = Annotated[list[str] | None, typer.Option(
     "--grant-token", metavar="TOKEN", show_default=False, help="An AWS KMS grant token (repeatable).")]
 
 
-class _SplitAtDashes(TyperCommand):
+class _SplitAtDashes(Command):
     """Keeps what follows the first ``--`` for ``exec`` (click would drop the ``--`` and mix the two lists)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -375,10 +375,14 @@ def register(app: typer.Typer) -> None:
     def examples(*lines: str) -> str:
         return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
-    app.command("encrypt-env", epilog=examples(
+    app.command("encrypt-env", cls=Command,
+                short_help="Print encrypted variables for Lambda, templates or dotenv.",
+                epilog=examples(
         "envelope encrypt-env DB_PASSWORD API_TOKEN --key kms:alias/app --function orders-api",
         "envelope encrypt-env DB_PASSWORD=$(cat pw.txt) --key kms:alias/app --format json"))(encrypt_env)
-    app.command("exec", cls=_SplitAtDashes, epilog=examples(
+    app.command("exec", cls=_SplitAtDashes,
+                short_help="Run a command with decrypted bundles in its environment.",
+                epilog=examples(
         "envelope exec --key kms:alias/app ssm:/app/prod/env -- ./server --port 8080",
         "envelope exec --key file:app.key base.env.enc prod.json.enc env:OVERRIDES -- env",
         "envelope exec --pristine --key kms:alias/app secretsmanager:prod/app -- /usr/bin/python app.py"))(

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("fast_cli")
 runner = CliRunner()
 #: a file name that drives a terminal (ESC sequences, BEL), forges a second line, and reverses text (bidi)
 HOSTILE = "bad\x1b]0;owned\x07\x1b[31m\nenvelope: error: forged\u202e.encrypted"
-COMMANDS = ["encrypt", "decrypt", "inspect", "keygen"]
+COMMANDS = ["encrypt", "decrypt", "inspect", "keygen", "encrypt-env", "exec"]
 
 
 def run(*args: str | Path, input: bytes | None = None, env: dict[str, str | None] | None = None) -> Any:
@@ -218,7 +218,7 @@ def test_help_has_no_type_names_or_range_noise(command: str) -> None:
 def test_help_summaries_are_whole_sentences() -> None:
     listed = _help().split("Commands:", 1)[1]
     summaries = [line.split(None, 1)[1] for line in listed.strip().splitlines()]
-    assert len(summaries) == 4
+    assert len(summaries) == len(COMMANDS)
     for summary in summaries:
         assert summary.endswith(".") and not summary.endswith("..."), summary
 
