@@ -48,8 +48,10 @@ here abort their upload on the way out. A program that handles SIGINT / SIGTERM 
 with ``os._exit`` (the envelope CLI does) must call :func:`abort_all_uploads` first, from that thread: it
 aborts every upload of this process that is not committed, waits (bounded) for parts in flight and aborts
 again (S3 may keep a part whose upload was in flight during the first abort), and refuses new uploads from
-then on. Every method of :class:`S3Writer` may be called from any thread; :meth:`~S3Writer.abort` is
-idempotent.
+then on. Other threads still writing get a :class:`~envelope.errors.StorageError` with code ``Aborted``, only
+once the abort finished; while :func:`uploads_stopped` is true, an error boundary should let the watcher end
+the process (and report the signal) rather than report that error. Every method of :class:`S3Writer` may be
+called from any thread; :meth:`~S3Writer.abort` is idempotent.
 
 **Clients.** Pass ``client=`` (a boto3 S3 client, e.g. one shared by many objects) or nothing: a client is then
 made by :func:`new_client`: the standard credential chain (``AWS_PROFILE``, environment, instance role),
@@ -122,6 +124,7 @@ __all__ = [
     "list_objects",
     "new_client",
     "parse_s3_url",
+    "uploads_stopped",
 ]
 
 MIB = 1024 * 1024
@@ -589,6 +592,11 @@ def abort_all_uploads(*, timeout: float = 30.0, refuse_new: bool = True) -> int:
     return len(writers)
 
 
+def uploads_stopped() -> bool:
+    """True once :func:`abort_all_uploads` ran with ``refuse_new``: the process is being stopped."""
+    return _refusing
+
+
 def _register(writer: S3Writer) -> None:
     with _LIVE_LOCK:
         if _refusing:
@@ -669,6 +677,7 @@ class S3Writer:
         self._upload_id: str | None = None
         self._creating = threading.Event()  # set while CreateMultipartUpload is in flight
         self._created = threading.Event()
+        self._abort_done = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._failure: StorageError | None = None
         self.size = 0
@@ -678,6 +687,7 @@ class S3Writer:
                 self._refuse_existing()
             except BaseException:
                 self._set_state(_ABORTED)
+                self._abort_done.set()
                 _unregister(self)
                 raise
 
@@ -785,6 +795,7 @@ class S3Writer:
             raise
         finally:
             self._release()
+            self._abort_done.set()
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -793,6 +804,10 @@ class S3Writer:
             self._state = state
 
     def _not_open(self) -> Exception:
+        """The error for using a writer that is no longer open. When another thread is aborting it, that abort
+        finishes first (bounded), so that no caller ends the process half-way through it."""
+        if self._state == _ABORTED:
+            self._abort_done.wait(60)
         if self._failure is not None:
             return self._failure
         if self._state == _COMMITTED:
