@@ -34,6 +34,7 @@ from ._keyrings import (
     load_keyring,
 )
 from ._materials import DefaultMaterialsManager, MaterialsManager
+from ._range import RangeResult, decrypt_range
 from ._suites import SUITES, AlgorithmSuite, CommitmentPolicy
 from .errors import (
     AuthenticationError,
@@ -103,6 +104,7 @@ __all__ = [
     "MaterialsManager",
     "MultiKeyring",
     "PolicyError",
+    "RangeResult",
     "RawAesKeyring",
     "RawRsaKeyring",
     "StorageError",
@@ -111,6 +113,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "decrypt",
+    "decrypt_range",
     "decrypt_stream",
     "encrypt",
     "encrypt_stream",
