@@ -755,7 +755,8 @@ class S3Writer:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
-            self.abort()
+            with contextlib.suppress(StorageError):  # kept in abort_error; the error in flight is the one to see
+                self.abort()
             return
         if self._state != _COMMITTED:
             self.abort()
@@ -905,13 +906,16 @@ class S3Writer:
         return part
 
     def _ship(self, last: bool = False) -> None:
-        """Upload the current buffer as the next part; wait for the oldest part beyond PARTS_IN_FLIGHT."""
+        """Upload the current buffer as the next part, once fewer than PARTS_IN_FLIGHT parts are uploading;
+        go on in a free buffer. Buffers: PARTS_IN_FLIGHT uploading and one filling."""
         if self._upload_id is None:
             self._start_upload()
         if self._next_part > MAX_PARTS:
             raise self._fail(StorageError(
                 f"cannot write {self.url}: the object needs more than {MAX_PARTS} parts of {self.part_size // MIB} "
                 "MiB (use a larger part size)", location=str(self.url), code="TooManyParts"))
+        while len(self._inflight) >= PARTS_IN_FLIGHT:  # bounded memory: wait for the oldest part
+            self._collect_oldest()
         body = self._buffer
         if last:
             del body[self._fill:]  # the last part is exactly what was written (the buffer is not reused)
@@ -925,8 +929,6 @@ class S3Writer:
         if last:
             self._buffer, self._fill = bytearray(), 0
             return
-        while len(self._inflight) >= PARTS_IN_FLIGHT:  # bounded memory: wait for the oldest part
-            self._collect_oldest()
         self._buffer = self._free.pop() if self._free else bytearray(self.part_size)
         self._fill = 0
 
