@@ -144,6 +144,8 @@ MAX_KEY_BYTES = 1024
 _CHUNK = 1 * MIB
 #: Read-ahead: each GET that continues where the last ended asks for twice as much, up to this.
 _MAX_WINDOW = 256 * MIB
+#: What the GET that learns an object's size asks for (what read_header reads first).
+_FIRST_GET = 4096
 #: A forward seek within the open GET shorter than this is read through rather than a new request.
 _SKIP_WITHIN = 256 * 1024
 #: The first part buffer grows with small outputs up to this, then is allocated whole: growing a large
@@ -426,14 +428,12 @@ class S3Reader(io.RawIOBase):
 
     @property
     def size(self) -> int:
-        """The object's size in bytes (a HEAD request if no GET has told it yet)."""
+        """The object's size in bytes. Asked before any read, it opens the GET that the first read will use
+        (its Content-Range tells the size); a HEAD only when that cannot (an empty object)."""
+        if self._size is None and self._body is None and not self.closed:
+            self._get(self._pos, self._pos + _FIRST_GET)
         if self._size is None:
-            params: dict[str, Any] = {"Bucket": self.url.bucket, "Key": self.url.key}
-            if self._etag is not None:
-                params["IfMatch"] = self._etag
-            self.requests += 1
-            head = _call(self._client, "head_object", "HeadObject", self.url, "read", **params)
-            self._learn(int(head.get("ContentLength") or 0), head.get("ETag"))
+            self._head()
         assert self._size is not None
         return self._size
 
@@ -454,6 +454,14 @@ class S3Reader(io.RawIOBase):
     def _check_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on a closed S3Reader")
+
+    def _head(self) -> None:
+        params: dict[str, Any] = {"Bucket": self.url.bucket, "Key": self.url.key}
+        if self._etag is not None:
+            params["IfMatch"] = self._etag
+        self.requests += 1
+        head = _call(self._client, "head_object", "HeadObject", self.url, "read", **params)
+        self._learn(int(head.get("ContentLength") or 0), head.get("ETag"))
 
     def _learn(self, size: int, etag: Any) -> None:
         if self._size is not None and size != self._size:
@@ -501,8 +509,11 @@ class S3Reader(io.RawIOBase):
             response = self._client.get_object(**params)
         except ClientError as exc:
             # a start at or past the end (an empty object too): S3 answers 416 rather than an empty body
-            if error_code(exc) == "InvalidRange" and start >= self.size:
-                return False
+            if error_code(exc) == "InvalidRange":
+                if self._size is None:
+                    self._head()
+                if self._size is not None and start >= self._size:
+                    return False
             raise _error(exc, self._client, "GetObject", self.url, action="read") from exc
         except BotoCoreError as exc:
             raise _error(exc, self._client, "GetObject", self.url, action="read") from exc

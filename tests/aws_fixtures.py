@@ -59,9 +59,11 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's only account
 #: S3_UPLOAD_PART_MIN_SIZE of moto_server_small_parts (moto's default, like S3's, is 5 MiB)
 SMALL_PART_SIZE = 64 * 1024
+#: the bucket the S3 tests use (tests/s3/conftest.py creates it)
+TEST_BUCKET = "envelope-test"
 
-__all__ = ["ACCOUNT", "REGION", "SMALL_PART_SIZE", "AwsEnv", "FaultProxy", "MotoServer", "refused_endpoint",
-           "s3_operation"]
+__all__ = ["ACCOUNT", "REGION", "SMALL_PART_SIZE", "TEST_BUCKET", "AwsEnv", "FaultProxy", "MotoServer",
+           "refused_endpoint", "s3_operation"]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aws_fixtures import SMALL_PART_SIZE, AwsEnv, FaultProxy
+from aws_fixtures import TEST_BUCKET as BUCKET
 from helpers import flip_bit
 
 import envelope
@@ -22,22 +22,16 @@ import envelope.s3 as s3
 
 PART = SMALL_PART_SIZE
 FRAME = 4096
-BUCKET = "envelope-test"
 
 
 @pytest.fixture
-def env(s3_small_parts: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> AwsEnv:
-    monkeypatch.setattr(s3, "MIN_PART_SIZE", SMALL_PART_SIZE)
-    s3_small_parts.create_bucket(BUCKET)
-    return s3_small_parts
+def env(s3_env: AwsEnv) -> AwsEnv:
+    return s3_env
 
 
 @pytest.fixture
-def proxy(env: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """Every S3 client made from here on goes through the proxy (counted; faults on demand)."""
-    with FaultProxy(env.s3_url) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", p.url)
-        yield p
+def proxy(s3_proxy: FaultProxy) -> FaultProxy:
+    return s3_proxy
 
 
 @pytest.fixture

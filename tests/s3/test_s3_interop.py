@@ -9,20 +9,18 @@ import os
 import aws_encryption_sdk
 import pytest
 from aws_fixtures import SMALL_PART_SIZE, AwsEnv
+from aws_fixtures import TEST_BUCKET as BUCKET
 from helpers import esdk_aes_key, esdk_client, esdk_encrypt
 
 import envelope
 import envelope.s3 as s3
 
-BUCKET = "envelope-test"
 CONTEXT = {"app": "interop", "store": "s3"}
 
 
 @pytest.fixture
-def env(s3_small_parts: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> AwsEnv:
-    monkeypatch.setattr(s3, "MIN_PART_SIZE", SMALL_PART_SIZE)
-    s3_small_parts.create_bucket(BUCKET)
-    return s3_small_parts
+def env(s3_env: AwsEnv) -> AwsEnv:
+    return s3_env
 
 
 @pytest.mark.parametrize("frame", [4096, 1024])

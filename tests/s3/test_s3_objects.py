@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 
 import pytest
 from aws_fixtures import SMALL_PART_SIZE, AwsEnv, FaultProxy, refused_endpoint
+from aws_fixtures import TEST_BUCKET as BUCKET
 
 import envelope
 import envelope.s3 as s3
 
 PART = SMALL_PART_SIZE
 FRAME = 4096
-BUCKET = "envelope-test"
 
 
 @pytest.fixture
-def small(s3_small_parts: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> AwsEnv:
-    monkeypatch.setattr(s3, "MIN_PART_SIZE", SMALL_PART_SIZE)
-    s3_small_parts.create_bucket(BUCKET)
-    return s3_small_parts
+def small(s3_env: AwsEnv) -> AwsEnv:
+    return s3_env
 
 
 @pytest.fixture
@@ -227,6 +224,10 @@ def test_reader_fetches_only_what_is_read(small: AwsEnv, client: object) -> None
         assert reader.bytes_fetched <= 4096
         assert reader.size == len(message)
     with s3.S3Reader(f"s3://{BUCKET}/big.enc", client=client) as reader:
+        assert reader.size == len(message)  # the size first: the GET it opens serves the header's read
+        envelope.read_header(reader)
+        assert (reader.requests, reader.bytes_fetched) == (1, 4096)
+    with s3.S3Reader(f"s3://{BUCKET}/big.enc", client=client) as reader:
         out = io.BytesIO()
         envelope.decrypt_stream(reader, out, keyring=keyring)
         assert len(out.getvalue()) == 2_000_000
@@ -286,6 +287,9 @@ def test_missing_bucket_and_key(small: AwsEnv, client: object) -> None:
     with pytest.raises(envelope.StorageError, match=f"cannot read s3://{BUCKET}/nope: no such object") as info:
         s3.S3Reader(f"s3://{BUCKET}/nope", client=client).read(10)
     assert info.value.code == "NoSuchKey"
+    with pytest.raises(envelope.StorageError, match="no such object") as info:
+        s3.S3Reader(f"s3://{BUCKET}/nope", client=client).size
+    assert info.value.code == "NoSuchKey"  # a GET, not a HEAD: its answer tells a key from a bucket
     with pytest.raises(envelope.StorageError, match="s3://no-such-bucket/k: the bucket does not exist"):
         s3.S3Reader("s3://no-such-bucket/k", client=client).read(10)
     with pytest.raises(envelope.StorageError, match="s3://no-such-bucket/k: the bucket does not exist"):
@@ -304,14 +308,8 @@ def test_unreachable_endpoint(small: AwsEnv, monkeypatch: pytest.MonkeyPatch) ->
     assert info.value.code == "EndpointUnreachable"
 
 
-@pytest.fixture
-def proxy(small: AwsEnv, monkeypatch: pytest.MonkeyPatch, fast_throttle_backoff: None) -> Iterator[FaultProxy]:
-    with FaultProxy(small.s3_url) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", p.url)
-        yield p
-
-
-def test_access_denied_and_throttling(small: AwsEnv, proxy: FaultProxy) -> None:
+def test_access_denied_and_throttling(small: AwsEnv, s3_proxy: FaultProxy, fast_throttle_backoff: None) -> None:
+    proxy = s3_proxy
     small.s3().put_object(Bucket=BUCKET, Key="k", Body=b"data")
     proxy.fail("GetObject", None, status=403, code="AccessDenied")
     with pytest.raises(envelope.StorageError, match=f"cannot read s3://{BUCKET}/k: access denied") as info:

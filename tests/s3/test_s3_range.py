@@ -11,6 +11,7 @@ import os
 
 import pytest
 from aws_fixtures import SMALL_PART_SIZE, AwsEnv
+from aws_fixtures import TEST_BUCKET as BUCKET
 from helpers import flip_bit
 
 import envelope
@@ -18,14 +19,11 @@ import envelope.s3 as s3
 
 F = 4096
 R = F + 32
-BUCKET = "envelope-test"
 
 
 @pytest.fixture
-def env(s3_small_parts: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> AwsEnv:
-    monkeypatch.setattr(s3, "MIN_PART_SIZE", SMALL_PART_SIZE)
-    s3_small_parts.create_bucket(BUCKET)
-    return s3_small_parts
+def env(s3_env: AwsEnv) -> AwsEnv:
+    return s3_env
 
 
 @pytest.fixture
