@@ -114,6 +114,23 @@ def test_every_unsigned_suite(keyring: envelope.Keyring, suite: int) -> None:
     assert result.header.suite.id == suite
 
 
+def test_full_length_final_frame() -> None:
+    """A writer may put the last full frame in the final frame (its length is then the frame length, which
+    section 3.1 allows): the layout from the size still finds it, and the plaintext length is right. Random
+    frame IVs, too: the reader uses each frame's stored IV."""
+    static = StaticKeyring(bytes(32))
+    chunks = [os.urandom(F) for _ in range(4)]
+    plaintext = b"".join(chunks)
+    message = build_message(SUITES[0x0478], bytes(32), chunks, frame_length=F, iv_for=lambda seq: os.urandom(12))
+    assert envelope.decrypt(message, keyring=static).plaintext == plaintext
+    for start, end in [(0, None), (3 * F, None), (3 * F - 1, 3 * F), (F, 2 * F - 1), (4 * F - 1, 10**6)]:
+        got, result = _range(message, static, start, end)
+        assert got == plaintext[start:None if end is None else end + 1]
+    assert result.plaintext_length == 4 * F
+    with pytest.raises(envelope.UsageError, match="past the end of the 256-byte plaintext"):
+        envelope.decrypt_range(io.BytesIO(message), io.BytesIO(), 4 * F, None, keyring=static)
+
+
 def test_past_the_end(keyring: envelope.Keyring) -> None:
     plaintext = os.urandom(5 * F + 3)
     message = envelope.encrypt(plaintext, keyring=keyring, frame_length=F)
