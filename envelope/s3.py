@@ -338,7 +338,8 @@ class S3Reader(io.RawIOBase):
     :func:`envelope.read_header` fetches only the header. :meth:`set_fetch_end` lets a caller that knows how
     far it will read make that one GET of exactly those bytes (:func:`envelope.decrypt_range` does).
 
-    ``size`` comes from the first GET's ``Content-Range`` (or a HEAD when asked before any read). Every GET
+    ``size`` comes from the first GET's ``Content-Range`` (asked for before any read, it opens that GET; a
+    HEAD only for an empty object, which S3 answers a ranged GET with 416). Every GET
     after the first carries ``If-Match`` with the ETag the first one saw, so an object replaced while it is
     being read fails (:class:`~envelope.errors.StorageError`, "changed while it was being read") instead of
     mixing two objects. A GET that breaks off mid-body (connection reset, read timeout, short body) is resumed
