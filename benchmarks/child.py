@@ -309,6 +309,46 @@ def esdk_kms_small(spec: Spec) -> dict[str, Any]:
     return {"seconds": seconds, "messages": int(spec["messages"]), "kms_calls": dict(counts)}
 
 
+# ---------------------------------------------------------------------------------------------------------
+# S3 on moto_server: boto3's own transfers (no encryption) and envelope.s3
+
+
+def s3_boto3(spec: Spec) -> dict[str, Any]:
+    """boto3's ``upload_file`` / ``download_file`` with its default TransferConfig (8 MiB parts, 10 threads)."""
+    import boto3
+
+    client = boto3.client("s3")
+    start = time.perf_counter()
+    if spec["op"] == "upload":
+        client.upload_file(spec["input"], spec["bucket"], spec["key"])
+    else:
+        client.download_file(spec["bucket"], spec["key"], spec["output"])
+    return {"seconds": time.perf_counter() - start}
+
+
+def s3_envelope(spec: Spec) -> dict[str, Any]:
+    """envelope.s3: encrypt a file to an object, decrypt an object to a file, or decrypt a byte range."""
+    import envelope
+    import envelope.s3 as s3
+
+    keyring = envelope.load_keyring(spec["key"])
+    client = s3.new_client()
+    url = f"s3://{spec['bucket']}/{spec['key_name']}"
+    start = time.perf_counter()
+    if spec["op"] == "encrypt":
+        with open(spec["input"], "rb") as src:
+            result = s3.encrypt_object(src, url, keyring=keyring, context=CONTEXT, client=client, force=True)
+        return {"seconds": time.perf_counter() - start, "bytes_out": result.bytes_written}
+    if spec["op"] == "decrypt":
+        with open(spec["output"], "wb") as dst:
+            result = s3.decrypt_object(url, dst, keyring=keyring, client=client)
+        return {"seconds": time.perf_counter() - start, "bytes_out": result.bytes_written}
+    with s3.S3Reader(url, client=client) as reader, open(spec["output"], "wb") as dst:
+        ranged = envelope.decrypt_range(reader, dst, int(spec["start"]), int(spec["end"]), keyring=keyring)
+    return {"seconds": time.perf_counter() - start, "bytes_out": ranged.bytes_written,
+            "bytes_fetched": reader.bytes_fetched, "requests": reader.requests, "object_size": reader.size}
+
+
 def probe(spec: Spec) -> dict[str, Any]:
     """Report which optional envelope parts exist (KMS keyring, data-key cache) without using them."""
     import importlib
@@ -330,6 +370,8 @@ OPS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "bare-file": bare_file,
     "envelope-kms-small": envelope_kms_small,
     "esdk-kms-small": esdk_kms_small,
+    "s3-boto3": s3_boto3,
+    "s3-envelope": s3_envelope,
     "probe": probe,
 }
 

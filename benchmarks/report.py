@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ class RatioSpec:
     target: tuple[str, float] | None = None  # e.g. (">=", 10.0); None: shown for information
     issue: str = ""
     time_ratio: bool = False  # both sides are times (ms): the ratio is numerator time / denominator time
+    by_seconds: bool = False  # any units: median run time of the numerator / that of the denominator
 
 
 def fmt_size(n: int) -> str:
@@ -100,6 +102,14 @@ def ratio_specs(default_frame: int) -> list[RatioSpec]:
                   "coldstart/envelope-bundle", "coldstart/snippet", ("<=", 1.0), "#14", time_ratio=True),
         RatioSpec("cold start, 3 secrets: envelope load_env (console values) / console snippet (time)",
                   "coldstart/envelope-console", "coldstart/snippet", None, "#14", time_ratio=True),
+        RatioSpec("S3 encrypt local -> S3: envelope.s3 / boto3 upload_file (no encryption)", "s3/envelope/encrypt",
+                  "s3/boto3/upload", (">=", 0.8), "#13"),
+        RatioSpec("S3 decrypt S3 -> local: envelope.s3 / boto3 download_file (no encryption)",
+                  "s3/envelope/decrypt", "s3/boto3/download", (">=", 0.8), "#13"),
+        RatioSpec("S3 1 MiB range / envelope full decrypt of the object (time)", "s3/envelope/range",
+                  "s3/envelope/decrypt", None, "#13", by_seconds=True),
+        RatioSpec("S3 1 MiB range / boto3 full download_file (time)", "s3/envelope/range", "s3/boto3/download",
+                  None, "#13", by_seconds=True),
     ]
     return specs
 
@@ -120,12 +130,16 @@ def compute_ratios(results: dict[str, dict[str, Any]], default_frame: int, size:
         if not num or not den or not num.get("value") or not den.get("value"):
             row.update(value=None, status="n/a")
         else:
-            value = num["value"] / den["value"]
+            if spec.by_seconds:
+                value = statistics.median(num["seconds"]) / statistics.median(den["seconds"])
+            else:
+                value = num["value"] / den["value"]
             row.update(value=round(value, 3), status=_judge(value, spec.target))
         out.append(row)
     # peak RSS of every envelope run (target: <= 64 MiB for a 1 GiB input, any suite, file or pipe)
     for label, wanted in (("full size", size), ("size/8", max(1, size // 8))):
-        rows = [r for r in results.values() if r.get("envelope") and r.get("rss_mib") and r.get("bytes") == wanted]
+        rows = [r for r in results.values() if r.get("envelope") and r.get("rss_mib") and r.get("bytes") == wanted
+                and r.get("group") != "s3"]  # S3 runs load boto3 and hold part buffers: their own row below
         if not rows:
             continue
         worst = max(rows, key=lambda r: r["rss_mib"])
@@ -137,6 +151,34 @@ def compute_ratios(results: dict[str, dict[str, Any]], default_frame: int, size:
     flat = _rss_flatness(results, size)
     if flat is not None:
         out.append(flat)
+    out += _s3_rss(results)
+    return out
+
+
+#: issue 13: peak RSS <= 64 MiB plus the part buffers (PARTS_IN_FLIGHT + 1 = 3 parts of 8 MiB)
+S3_RSS_TARGET = 64.0 + 3 * 8
+
+
+def _s3_rss(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    envelope_rows = [r for r in results.values() if r.get("group") == "s3" and r.get("envelope") and r.get("rss_mib")]
+    boto3_rows = [r for r in results.values() if r.get("group") == "s3" and not r.get("envelope")
+                  and r.get("rss_mib")]
+    out: list[dict[str, Any]] = []
+    if envelope_rows:
+        worst = max(envelope_rows, key=lambda r: r["rss_mib"])
+        out.append({"label": "peak RSS, every envelope.s3 run (64 MiB + 3 part buffers of 8 MiB)",
+                    "numerator": worst["id"], "denominator": None, "value": worst["rss_mib"], "unit": "MiB",
+                    "target": f"<= {S3_RSS_TARGET:g} MiB", "issue": "#13",
+                    "status": _judge(worst["rss_mib"], ("<=", S3_RSS_TARGET))})
+    if boto3_rows:
+        reference = max(boto3_rows, key=lambda r: r["rss_mib"])
+        out.append({"label": "peak RSS, boto3 upload_file / download_file (reference: no encryption)",
+                    "numerator": reference["id"], "denominator": None, "value": reference["rss_mib"], "unit": "MiB",
+                    "target": None, "issue": "#13", "status": "info"})
+        if envelope_rows:
+            out.append({"label": "peak RSS: worst envelope.s3 run / worst boto3 transfer", "numerator": worst["id"],
+                        "denominator": reference["id"], "value": round(worst["rss_mib"] / reference["rss_mib"], 3),
+                        "target": None, "issue": "#13", "status": "info"})
     return out
 
 
@@ -212,7 +254,7 @@ def render_table(doc: dict[str, Any]) -> str:
         if row.get("extra"):
             lines.append(f"  {'':<{width}}  {row['extra']}")
     lines.append("")
-    lines.append("== ratios and targets (issues #2, #5, #6, #14)")
+    lines.append("== ratios and targets (issues #2, #5, #6, #13, #14)")
     rw = max([len(r["label"]) for r in doc["ratios"]] + [40])
     for r in doc["ratios"]:
         if r["value"] is None:
@@ -265,13 +307,16 @@ def write_plot(doc: dict[str, Any], out: Path) -> Path | None:
          [r for r in results if r["group"] in ("files", "limits")], None),
         ("Pipes: cat f | TOOL | cat > out (MB/s)", [r for r in results if r["group"] == "pipes"], None),
         ("envelope library: suites x frame lengths (MB/s)", [r for r in results if r["group"] == "suites"], None),
-        ("Start-up: one command, small input (ms, lower is better)", [r for r in results if r["unit"] == "ms"], None),
+        ("Start-up: one command, small input (ms, lower is better)", [r for r in results if r["unit"] == "ms"
+                                                                   and r["group"] != "s3"], None),
         ("Peak RSS of envelope runs (MiB; target <= 64 MiB for 1 GiB)",
          [dict(r, value=r["rss_mib"], unit="MiB") for r in results if r["group"] == "rss" and r.get("rss_mib")],
          64.0),
         ("Many 64 KiB files, envelope CLI -r (files/s)", [r for r in results if r["unit"] == "files/s"], None),
         ("Small messages under KMS on moto_server (messages/s)", [r for r in results if r["unit"] == "msgs/s"],
          None),
+        ("S3 on a local moto_server: envelope.s3 vs boto3's own transfers (MB/s)",
+         [r for r in results if r["group"] == "s3" and r["unit"] == "MB/s"], None),
     ]
     panels = [p for p in panels if p[1]]
     if not panels:

@@ -334,14 +334,26 @@ class Moto:
                     raise Skip("moto_server did not start") from None
                 time.sleep(0.2)
         self.env = {
-            "AWS_ENDPOINT_URL_KMS": self.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_KMS": self.url, "AWS_ENDPOINT_URL_S3": self.url, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
         }
         import boto3
 
         kms = boto3.client("kms", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="testing",
                            aws_secret_access_key="testing", aws_session_token="testing")
         self.arn: str = kms.create_key(Description="envelope benchmark")["KeyMetadata"]["Arn"]
+        self._s3: Any = None
+
+    def s3(self) -> Any:
+        """A boto3 S3 client for setup and clean-up (untimed)."""
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                                    aws_access_key_id="testing", aws_secret_access_key="testing",
+                                    aws_session_token="testing")
+        return self._s3
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}

@@ -42,6 +42,7 @@ from ._keyrings.keyfile import (
     write_key_file,
 )
 from ._materials import DefaultMaterialsManager, MaterialsManager
+from ._range import RangeResult, decrypt_range
 from ._suites import SUITES, AlgorithmSuite, CommitmentPolicy, resolve_policy, resolve_suite
 from .errors import (
     AuthenticationError,
@@ -131,6 +132,7 @@ __all__ = [
     "MaterialsManager",
     "MultiKeyring",
     "PolicyError",
+    "RangeResult",
     "RawAesKeyring",
     "RawRsaKeyring",
     "StorageError",
@@ -139,6 +141,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "decrypt",
+    "decrypt_range",
     "decrypt_stream",
     "encrypt",
     "encrypt_stream",

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_RETRY_MODE",
     "NOT_FOUND_CODES",
     "SERVER_ERROR_CODES",
+    "PRECONDITION_CODES",
     "THROTTLING_CODES",
     "TRANSIENT_CODES",
     "TRANSPORT_CODES",
@@ -64,6 +65,9 @@ NOT_FOUND_CODES = frozenset({
     "NotFoundException", "NoSuchKey", "NoSuchBucket", "404", "NotFound", "ParameterNotFound",
     "ParameterVersionNotFound", "ResourceNotFoundException",
 })
+#: a conditional request's condition did not hold (S3 ``If-None-Match: *`` on an existing object, ``If-Match``
+#: on an object that changed); HEAD answers carry no body, so only the status code
+PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 
 
 def client_config(*, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,

@@ -7,15 +7,24 @@ Registered in tests/conftest.py (``pytest_plugins``). Fixtures:
     it answers, and stops it by its own PID at the end. A :class:`MotoServer` (``url``, ``port``, ``pid``).
 ``aws_env`` (function)
     Resets moto's state (``POST /moto-api/reset``), then sets, for this test only, dummy credentials, region
-    ``us-east-1`` and ``AWS_ENDPOINT_URL_KMS`` -> moto, with ``AWS_PROFILE``, retry settings and the user's
-    ``~/.aws`` files masked. Subprocesses inherit it through ``os.environ``. An :class:`AwsEnv`:
-    ``create_key(region=..., alias=..., multi_region=...)`` (setup calls go straight to moto, never through
-    a proxy, so they are not counted), ``kms(region)`` a setup client, ``url``.
+    ``us-east-1``, ``AWS_ENDPOINT_URL_KMS`` and ``AWS_ENDPOINT_URL_S3`` -> moto, with ``AWS_PROFILE``, retry
+    settings and the user's ``~/.aws`` files masked. Subprocesses inherit it through ``os.environ``. An
+    :class:`AwsEnv`: ``create_key(region=..., alias=..., multi_region=...)`` (setup calls go straight to moto,
+    never through a proxy, so they are not counted), ``kms(region)`` a setup client, ``url``; for S3
+    ``s3()`` a setup client, ``create_bucket(name)``, ``object_keys(bucket)``, ``pending_uploads(bucket)``
+    (``ListMultipartUploads``), ``s3_url``. This server keeps S3's real 5 MiB minimum part size.
+``moto_server_small_parts`` (session) and ``s3_small_parts`` (function, uses ``aws_env``)
+    A second moto_server whose minimum part size (``S3_UPLOAD_PART_MIN_SIZE``) is :data:`SMALL_PART_SIZE`,
+    for fast multipart tests; ``s3_small_parts`` resets it and points ``AWS_ENDPOINT_URL_S3`` at it (KMS stays
+    on ``moto_server``) and returns the same :class:`AwsEnv`, whose ``s3()`` / ``s3_url`` then follow.
 ``kms_proxy`` (function, uses ``aws_env``)
     A :class:`FaultProxy` in front of moto, with ``AWS_ENDPOINT_URL_KMS`` pointed at it: every KMS client the
     test (or a subprocess it starts) creates afterwards goes through it. ``throttle_share`` (0.0 to 1.0) sets
     the share of requests answered ``400 ThrottlingException``; ``calls("GenerateDataKey")`` counts requests
     that reached moto, ``received`` / ``throttled`` count all requests and the throttled ones per operation.
+    S3 requests through a proxy are named by their REST shape (``UploadPart``, ``GetObject``, ...; see
+    :func:`s3_operation`); a throttled one is answered ``503 SlowDown`` in S3's XML, and ``fail(operation,
+    times, status, code)`` answers the next ``times`` requests of an operation (``None``: all) with that error.
 ``fast_throttle_backoff`` (function)
     In this process only, lowers botocore's throttling backoff base from 1 s to 10 ms. Retries, the retry
     quota and error classification are untouched; only the sleeps shrink (see the note on the fixture).
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -52,15 +62,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from shutil import which
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's only account
+#: S3_UPLOAD_PART_MIN_SIZE of moto_server_small_parts (moto's default, like S3's, is 5 MiB)
+SMALL_PART_SIZE = 64 * 1024
+#: the bucket the S3 tests use (tests/s3/conftest.py creates it)
+TEST_BUCKET = "envelope-test"
 
-__all__ = ["ACCOUNT", "REGION", "AwsEnv", "FaultProxy", "MotoServer", "ServicesEnv", "refused_endpoint",
-           "separate_moto_server", "stop_moto_server"]
+__all__ = ["ACCOUNT", "REGION", "SMALL_PART_SIZE", "TEST_BUCKET", "AwsEnv", "FaultProxy", "MotoServer",
+           "ServicesEnv", "refused_endpoint", "s3_operation", "separate_moto_server", "stop_moto_server"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -113,12 +127,13 @@ class MotoServer:
             return False
 
 
-def _start_moto(log: Path) -> MotoServer:
+def _start_moto(log: Path, env: dict[str, str] | None = None) -> MotoServer:
     script = _moto_script()
+    environ = {**os.environ, **env} if env else None
     for _ in range(3):  # a free port can be taken between choosing it and binding it
         port = _free_port()
         with log.open("ab") as out:
-            process = subprocess.Popen([script, "-H", "127.0.0.1", "-p", str(port)],
+            process = subprocess.Popen([script, "-H", "127.0.0.1", "-p", str(port)], env=environ,
                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         server = MotoServer(f"http://127.0.0.1:{port}", port, process, log)
         deadline = time.monotonic() + 30
@@ -149,6 +164,17 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
         _stop(server.process)
 
 
+@pytest.fixture(scope="session")
+def moto_server_small_parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A second moto_server whose S3 accepts parts of SMALL_PART_SIZE (moto reads the variable at start)."""
+    server = _start_moto(tmp_path_factory.mktemp("moto-small-parts") / "moto_server.log",
+                         env={"S3_UPLOAD_PART_MIN_SIZE": str(SMALL_PART_SIZE)})
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # per-test AWS environment
 
@@ -165,10 +191,37 @@ class AwsEnv:
     server: MotoServer
     region: str = REGION
     _clients: dict[str, Any] = field(default_factory=dict)
+    s3_server: MotoServer | None = None  # S3 elsewhere than KMS (s3_small_parts)
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def s3_url(self) -> str:
+        """The moto_server that S3 requests go to (AWS_ENDPOINT_URL_S3)."""
+        return (self.s3_server or self.server).url
+
+    def s3(self) -> Any:
+        """A setup S3 client talking straight to that server (not through any proxy)."""
+        key = f"s3 {self.s3_url}"
+        if key not in self._clients:
+            import boto3
+
+            self._clients[key] = boto3.client("s3", region_name=self.region, endpoint_url=self.s3_url)
+        return self._clients[key]
+
+    def create_bucket(self, name: str = "envelope-test") -> str:
+        self.s3().create_bucket(Bucket=name)
+        return name
+
+    def object_keys(self, bucket: str) -> list[str]:
+        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def pending_uploads(self, bucket: str) -> list[dict[str, Any]]:
+        """ListMultipartUploads: what a failed or interrupted upload must not leave behind."""
+        return list(self.s3().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
     def kms(self, region: str = REGION) -> Any:
         """A setup client talking straight to moto (not through any proxy)."""
@@ -199,6 +252,7 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: 
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         "AWS_ENDPOINT_URL_KMS": moto_server.url,
+        "AWS_ENDPOINT_URL_S3": moto_server.url,
         "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -209,12 +263,54 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     return AwsEnv(moto_server)
 
 
+@pytest.fixture
+def s3_small_parts(aws_env: AwsEnv, moto_server_small_parts: MotoServer, monkeypatch: pytest.MonkeyPatch) -> AwsEnv:
+    """``aws_env`` with S3 on moto_server_small_parts (parts of SMALL_PART_SIZE accepted); KMS stays put."""
+    moto_server_small_parts.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server_small_parts.url)
+    aws_env.s3_server = moto_server_small_parts
+    return aws_env
+
+
 # ---------------------------------------------------------------------------------------------------------
 # fault-injecting proxy
 
 _THROTTLE_BODY = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "te",
                "trailer", "upgrade"}
+
+
+def _s3_error_body(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            "<RequestId>fault-proxy</RequestId></Error>").encode()
+
+
+def s3_operation(method: str, target: str) -> str:
+    """The S3 operation of a REST request (path-style, as botocore sends to a loopback endpoint)."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    bucket, _, key = parts.path.lstrip("/").partition("/")
+    if method == "PUT":
+        if "partNumber" in query and "uploadId" in query:
+            return "UploadPart"
+        return "PutObject" if key else "CreateBucket"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        return "DeleteObjects" if "delete" in query else "PostObject"
+    if method == "DELETE":
+        if "uploadId" in query:
+            return "AbortMultipartUpload"
+        return "DeleteObject" if key else "DeleteBucket"
+    if method == "HEAD":
+        return "HeadObject" if key else "HeadBucket"
+    if key:
+        return "ListParts" if "uploadId" in query else "GetObject"
+    if "uploads" in query:
+        return "ListMultipartUploads"
+    return "ListObjectsV2" if "list-type" in query else ("ListObjects" if bucket else "ListBuckets")
 
 
 class FaultProxy:
@@ -238,6 +334,8 @@ class FaultProxy:
         self.received: Counter[str] = Counter()
         self.forwarded: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self._faults: dict[str, list[Any]] = {}  # operation -> [times left or None, status, code]
         #: (operation, JSON request body) of every request, in order (tests inspect what was sent to KMS)
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -264,12 +362,37 @@ class FaultProxy:
         with self._lock:
             return self.forwarded[operation]
 
+    def fail(self, operation: str, times: int | None = 1, *, status: int = 500, code: str = "InternalError") -> None:
+        """Answer the next ``times`` requests for S3 ``operation`` (None: every one) with ``status`` and an S3
+        XML error ``code``, without forwarding them. ``times=0`` stops failing it."""
+        with self._lock:
+            if times == 0:
+                self._faults.pop(operation, None)
+            else:
+                self._faults[operation] = [times, status, code]
+
     def reset_counts(self) -> None:
         with self._lock:
             self.received.clear()
             self.forwarded.clear()
             self.throttled.clear()
+            self.failed.clear()
             self.requests.clear()
+
+    def _injected(self, operation: str) -> tuple[int, str] | None:
+        """(status, code) when the request must fail by ``fail()``; counts it."""
+        with self._lock:
+            fault = self._faults.get(operation)
+            if fault is None:
+                return None
+            times, status, code = fault
+            if times is not None:
+                fault[0] = times - 1
+                if fault[0] <= 0:
+                    del self._faults[operation]
+            self.received[operation] += 1
+            self.failed[operation] += 1
+            return status, code
 
     def close(self) -> None:
         self._server.shutdown()
@@ -319,28 +442,46 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 target = self.headers.get("X-Amz-Target") or ""
                 operation = target.rpartition(".")[2] if "." in target else ""
-                if proxy._decide(operation, body):
+                s3 = not target and not self.path.startswith("/moto-api")
+                if s3:  # REST (S3): named from the method and the query; the body is data, not JSON
+                    operation = s3_operation(self.command, self.path)
+                    injected = proxy._injected(operation)
+                    if injected is not None:
+                        self._answer(injected[0], [("Content-Type", "application/xml")],
+                                     _s3_error_body(injected[1], "injected by the fault proxy"))
+                        return
+                if proxy._decide(operation, b"" if s3 else body):
+                    if s3:
+                        self._answer(503, [("Content-Type", "application/xml")],
+                                     _s3_error_body("SlowDown", "Please reduce your request rate."))
+                        return
                     self._answer(400, [("Content-Type", "application/x-amz-json-1.1"),
                                        ("x-amzn-RequestId", "fault-proxy")], _THROTTLE_BODY)
                     return
                 conn = http.client.HTTPConnection(*proxy._target, timeout=60)
                 try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    # Expect: 100-continue was answered here (BaseHTTPRequestHandler); the body is sent whole
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() not in _HOP_BY_HOP and k.lower() != "expect"}
                     conn.request(self.command, self.path, body=body, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
                     kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
-                    self._answer(response.status, kept, data)
+                    # a HEAD answer has no body but tells the object's Content-Length: pass that on
+                    head_length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                    self._answer(response.status, kept, data, head_length)
                 finally:
                     conn.close()
 
-            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes,
+                        content_length: str | None = None) -> None:
                 self.send_response(status)
                 for name, value in headers:
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", content_length or str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay
 
