@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import _crypto as crypto
-from ._format import CONTENT_FRAMED, Header, HeaderAuth, parse_header, serialize_header_body
+from ._format import CONTENT_FRAMED, Header, HeaderAuth, framed_layout, parse_header, serialize_header_body
 from ._keyrings.base import Keyring
 from ._materials import (
     DecryptionRequest,
@@ -36,7 +36,6 @@ from ._stream import (
     open_buffer,
     open_framed,
     open_non_framed,
-    scan_framed,
     seal_buffer,
     seal_framed,
     sealed_length,
@@ -468,7 +467,7 @@ def decrypt(
                            max_encrypted_data_keys, max_frame_length, max_header_length)
     header, verifier = opened.header, opened.verifier
     body = data[opened.source.position:]
-    layout = scan_framed(body, header.frame_length) if header.framed else None
+    layout = framed_layout(body, header.frame_length) if header.framed else None
     if layout is not None:
         end = layout[2]
         tail = body[end:]  # the footer (signed suites) and nothing else
