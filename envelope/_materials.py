@@ -5,9 +5,10 @@ The caching manager (the data-key cache) lives in :mod:`envelope._cache` and wra
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -24,6 +25,8 @@ __all__ = [
     "EncryptionMaterials",
     "EncryptionRequest",
     "MaterialsManager",
+    "ReadsAhead",
+    "reads_ahead",
 ]
 
 #: "no key could open the data key" names at most this many of the message's EDKs (a message may hold 256).
@@ -68,6 +71,27 @@ class MaterialsManager(Protocol):
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials: ...
 
 
+@runtime_checkable
+class ReadsAhead(Protocol):
+    """A materials manager that wants ``encrypt_stream`` to learn unknown plaintext lengths by reading ahead
+    (the caching manager: it can serve a message from the cache only when it knows its length)."""
+
+    def read_ahead_limit(self, request: EncryptionRequest) -> int | None: ...
+
+
+def reads_ahead(manager: object) -> TypeGuard[ReadsAhead]:
+    """Whether ``manager`` implements :class:`ReadsAhead`: the protocol's structural check, made once per class
+    (an ``isinstance`` against a runtime-checkable protocol costs ~10 us, a lot next to a small message)."""
+    cls = type(manager)
+    found = _READS_AHEAD.get(cls)
+    if found is None:
+        found = _READS_AHEAD[cls] = issubclass(cls, ReadsAhead)
+    return found
+
+
+_READS_AHEAD: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
 class DefaultMaterialsManager:
     """Wraps one keyring: picks the suite, adds the signing key's public half to the context, checks lengths."""
 
@@ -110,7 +134,8 @@ class DefaultMaterialsManager:
 
 
 def check_signing_context(suite: AlgorithmSuite, context: Mapping[str, str]) -> str | None:
-    """Section 4 consistency rules: signed suites carry the public key, unsigned suites must not."""
+    """Section 4 consistency rules: signed suites carry the public key, unsigned suites must not. Returns the
+    key (base64)."""
     public_key = context.get(PUBLIC_KEY_CONTEXT_KEY)
     if suite.signed and public_key is None:
         raise FormatError("encryption context", 0,
