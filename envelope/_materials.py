@@ -61,7 +61,6 @@ class DecryptionRequest:
 class DecryptionMaterials:
     suite: AlgorithmSuite
     data_key: bytes = field(repr=False)
-    verification_key: str | None = None  # base64 compressed point from the context
 
 
 @runtime_checkable
@@ -113,29 +112,32 @@ class DefaultMaterialsManager:
             signing_key = signer.private_key
             context[PUBLIC_KEY_CONTEXT_KEY] = signer.public_key_b64
         data_key, edks = self.keyring.wrap(suite, context)
-        if len(data_key) != suite.key_length:
-            raise KeyringError(f"{self.keyring} returned a {len(data_key)}-byte data key; "
-                               f"suite {suite.hex_id} needs {suite.key_length}")
+        self._check_data_key(suite, data_key)
         if not edks:
             raise KeyringError(f"{self.keyring} produced no encrypted data key")
         return EncryptionMaterials(suite, data_key, tuple(edks), context, signing_key)
 
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials:
+        # the signing-key rules of the context were checked before any manager was asked (api._open_message)
         suite = request.suite
-        verification_key = check_signing_context(suite, request.context)
         try:
             data_key = self.keyring.unwrap(suite, request.context, request.encrypted_data_keys)
         except KeyringError as exc:
             raise no_key_error(exc, request.encrypted_data_keys) from None
-        if len(data_key) != suite.key_length:
-            raise KeyringError(f"{self.keyring} returned a {len(data_key)}-byte data key; "
-                               f"suite {suite.hex_id} needs {suite.key_length}")
-        return DecryptionMaterials(suite, data_key, verification_key)
+        self._check_data_key(suite, data_key)
+        return DecryptionMaterials(suite, data_key)
+
+    def _check_data_key(self, suite: AlgorithmSuite, data_key: bytes) -> None:
+        """Any keyring, either direction: the key must fit the suite (built-in keyrings check it themselves too,
+        to name the EDK or the KMS answer)."""
+        problem = suite.data_key_error(data_key)
+        if problem is not None:
+            raise KeyringError(f"{self.keyring} returned {problem}")
 
 
 def check_signing_context(suite: AlgorithmSuite, context: Mapping[str, str]) -> str | None:
     """Section 4 consistency rules: signed suites carry the public key, unsigned suites must not. Returns the
-    key (base64)."""
+    key (base64). The decrypt API runs it once per message, before any materials manager is called."""
     public_key = context.get(PUBLIC_KEY_CONTEXT_KEY)
     if suite.signed and public_key is None:
         raise FormatError("encryption context", 0,
