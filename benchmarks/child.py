@@ -309,19 +309,6 @@ def esdk_kms_small(spec: Spec) -> dict[str, Any]:
     return {"seconds": seconds, "messages": int(spec["messages"]), "kms_calls": dict(counts)}
 
 
-def probe(spec: Spec) -> dict[str, Any]:
-    """Report which optional envelope parts exist (KMS keyring, data-key cache) without using them."""
-    import importlib
-
-    found = {}
-    for module, name in (("envelope._keyrings.kms", "KmsKeyring"), ("envelope._cache", "CachingMaterialsManager")):
-        try:
-            found[module] = hasattr(importlib.import_module(module), name)
-        except ImportError:
-            found[module] = False
-    return {"seconds": 0.0, "found": found}
-
-
 OPS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "envelope": envelope_stream,
     "esdk": esdk_stream,
@@ -330,7 +317,6 @@ OPS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "bare-file": bare_file,
     "envelope-kms-small": envelope_kms_small,
     "esdk-kms-small": esdk_kms_small,
-    "probe": probe,
 }
 
 
