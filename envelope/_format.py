@@ -65,6 +65,7 @@ __all__ = [
     "cut_frame_error",
     "footer_length",
     "framed_layout",
+    "header_fields",
     "message_fields",
     "parse_context",
     "parse_footer",
@@ -657,6 +658,13 @@ def message_fields(buf: bytes | bytearray | memoryview) -> list[tuple[str, int, 
     messages at a named field (the hostile vectors); raises as :func:`parse_message` does."""
     cur = _Recorder(buf)
     _parse_message(cur, None)
+    return cur.fields
+
+
+def header_fields(buf: bytes | bytearray | memoryview) -> list[tuple[str, int, int]]:
+    """The same for the header alone (header body and header authentication), as :func:`parse_header` reads it."""
+    cur = _Recorder(buf)
+    _parse_header(cur, None)
     return cur.fields
 
 

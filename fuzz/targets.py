@@ -21,8 +21,8 @@ from typing import Any
 import envelope
 from envelope import _format as fmt
 from envelope.errors import EnvelopeError, FormatError, PolicyError
-
-from .vectors import KEYRING, READ_ANY, assemble, plaintext
+from testkit.sources import Trickle
+from testkit.vectors import KEYRING, READ_ANY, assemble, plaintext
 
 __all__ = ["decrypt", "header", "seeds"]
 
@@ -63,23 +63,6 @@ def header(data: bytes) -> None:
         assert out == data, "parse then serialise changed the message"
     else:
         assert fmt.parse_message(out) == message
-
-
-class Trickle(io.RawIOBase):
-    """A source that returns at most ``step`` bytes per read (a slow pipe)."""
-
-    def __init__(self, data: bytes, step: int = 7) -> None:
-        self._data = memoryview(data)
-        self._step = step
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        n = min(len(buf), self._step, len(self._data))
-        buf[:n] = self._data[:n]
-        self._data = self._data[n:]
-        return n
 
 
 def _outcome(call: Any) -> tuple[str, object]:

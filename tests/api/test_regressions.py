@@ -1,4 +1,4 @@
-"""Every hostile vector in tests/vectors/hostile/ (one case per file, age testkit style: see fuzz/vectors.py)
+"""Every hostile vector in tests/vectors/hostile/ (one case per file, age testkit style: see testkit/vectors.py)
 through one-shot decrypt, streaming decrypt, re-serialisation and the CLI.
 
 The folder holds the seed set (each tamper class for 0x0478, 0x0578 and 0x0178, and the hostile headers of
@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 import envelope
 from envelope import _format as fmt
 from envelope.errors import EnvelopeError
-from fuzz import vectors
-from fuzz.targets import Trickle
+from testkit import vectors
+from testkit.sources import Trickle
 
 VECTORS = vectors.load_all()
 BY_NAME = {v.name: v for v in VECTORS}
@@ -45,6 +45,23 @@ def test_the_folder_holds_the_seed_set() -> None:
                  "non-framed-length-2-36", "0578-final-frame-sequence-max"):
         assert name in BY_NAME
     assert all(v.description for v in VECTORS)
+
+
+def test_the_seed_generator_describes_the_committed_files() -> None:
+    """``python -m fuzz vectors --write`` would write the same cases (the messages differ: random IDs and IVs)."""
+    generated = vectors.seed_vectors()
+    assert len({v.name for v in generated}) == len(generated)
+    for vector in generated:
+        committed = BY_NAME[vector.name]
+        assert (vector.expect, vector.description, vector.fields) == \
+            (committed.expect, committed.description, committed.fields), vector.name
+        expected = vectors.EXPECT[vector.expect]  # and the fresh message is a case of the same kind
+        if expected is None:
+            _check_success(vector, envelope.decrypt(vector.message, keyring=vector.keyring,
+                                                    **vector.decrypt_options).plaintext)  # type: ignore[arg-type]
+        else:
+            with pytest.raises(expected):
+                envelope.decrypt(vector.message, keyring=vector.keyring, **vector.decrypt_options)  # type: ignore[arg-type]
 
 
 def test_vector_files_round_trip_and_malformed_files_are_refused(tmp_path: Path) -> None:

@@ -15,10 +15,6 @@ from helpers import (
     encrypt_policy,
     esdk_aes_key,
     esdk_encrypt,
-    field_map,
-    flip_bit,
-    replace_at,
-    u32,
 )
 
 import envelope
@@ -31,6 +27,7 @@ from envelope.errors import (
     PolicyError,
     TruncatedError,
 )
+from testkit.messages import field_map, flip_bit, replace_at, u32
 
 KEY = bytes(range(32))
 KEYRING = envelope.RawAesKeyring("ns", "k", KEY)

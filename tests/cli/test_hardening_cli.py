@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 from envelope_cli.app import app
-from helpers import field_map
 from typer.testing import CliRunner
 
 from envelope import _format as fmt
-from fuzz import vectors
+from testkit import vectors
+from testkit.messages import field_map
 
 runner = CliRunner()
 

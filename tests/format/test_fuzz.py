@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from envelope import _format as fmt
 from envelope.errors import FormatError
-from fuzz import targets, vectors
+from fuzz import targets
+from testkit import vectors
+from testkit.sources import Trickle
 
 SEEDS = targets.seeds()
 #: Random (not derandomized): each run explores new inputs, and a failure prints the input that reproduces it.
@@ -124,7 +126,7 @@ def test_targets_fail_on_foreign_exceptions_and_broken_round_trips(monkeypatch: 
 
 
 def test_trickle_source_and_a_known_format_error() -> None:
-    source = targets.Trickle(b"abcdefghij", 3)
+    source = Trickle(b"abcdefghij", 3)
     buf = bytearray(10)
     assert source.readinto(buf) == 3 and buf[:3] == b"abc"
     bad = b"\x03" + SEEDS[0][1:]

@@ -10,12 +10,13 @@ import itertools
 import os
 
 import pytest
-from helpers import esdk_aes_key, esdk_encrypt, field_at, field_map, replace_at, u32
+from helpers import esdk_aes_key, esdk_encrypt
 
 import envelope
 from envelope import _format as fmt
 from envelope._suites import SUITES
 from envelope.errors import FormatError, TruncatedError, UsageError
+from testkit.messages import field_at, field_map, replace_at, u32
 
 KEYRING = envelope.RawAesKeyring("ns", "layout", bytes(range(32)))
 FRAME = 16

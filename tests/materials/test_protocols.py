@@ -10,7 +10,6 @@ import io
 from collections.abc import Mapping, Sequence
 
 import pytest
-from helpers import build_message
 
 import envelope
 from envelope._crypto import PUBLIC_KEY_CONTEXT_KEY, Signer
@@ -25,6 +24,7 @@ from envelope._materials import (
 )
 from envelope._suites import SUITES, AlgorithmSuite
 from envelope.errors import FormatError, KeyringError
+from testkit.messages import build_message
 
 KEYRING = envelope.RawAesKeyring("ns", "protocols", bytes(range(32)))
 
