@@ -7,7 +7,9 @@ crash. The only exceptions an input may cause are ``envelope.errors`` classes:
 - :func:`header`: ``parse_header`` raises :class:`FormatError` or parses; then ``header.raw`` is exactly the
   input's header body, re-serialising gives the same bytes (the same structure when the context was not
   sorted: readers accept any order, section 6.1) and the EDK limit refuses exactly the counts above it. If the
-  input is a whole message, ``parse_message`` / ``serialize_message`` round-trip it the same way.
+  input is a whole message, ``parse_message`` / ``serialize_message`` round-trip it the same way, and the
+  in-memory frame walk of one-shot ``decrypt`` (``framed_layout``) finds the same frames. The parser walks
+  frames with ``regular_frames``, the function the streaming decrypt runs on each batch.
 - :func:`decrypt`: one-shot ``decrypt`` and ``decrypt_stream`` from a source that returns a few bytes per read
   agree (same plaintext, or the same error), under the key of the seed messages; a message that decrypts also
   parses, and the stream wrote exactly the plaintext.
@@ -58,6 +60,11 @@ def header(data: bytes) -> None:
         message = fmt.parse_message(data)
     except FormatError:
         return
+    if isinstance(message.body, tuple):  # the one-shot decrypt's walk over frames agrees with the parser's
+        frames, footer = message.body, message.footer
+        body_length = len(data) - used - (fmt.footer_length(len(footer.signature)) if footer is not None else 0)
+        assert fmt.framed_layout(memoryview(data)[used:], parsed.frame_length) == \
+            (len(frames) - 1, len(frames[-1].ciphertext), body_length), "framed_layout and parse_message disagree"
     out = fmt.serialize_message(message)
     if _sorted(parsed):
         assert out == data, "parse then serialise changed the message"

@@ -125,6 +125,19 @@ def test_targets_fail_on_foreign_exceptions_and_broken_round_trips(monkeypatch: 
         targets.header(seed)
 
 
+def test_the_header_target_checks_the_one_shot_frame_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime's in-memory walk (framed_layout) is held to the parser's answer on every framed message."""
+    seed = SEEDS[0]
+    assert fmt.parse_header(seed)[0].framed
+    real = fmt.framed_layout
+    monkeypatch.setattr(fmt, "framed_layout", lambda body, frame_length: None)
+    with pytest.raises(AssertionError, match="framed_layout"):
+        targets.header(seed)
+    monkeypatch.setattr(fmt, "framed_layout", lambda body, frame_length: real(body[:-1], frame_length))
+    with pytest.raises(AssertionError, match="framed_layout"):
+        targets.header(seed)
+
+
 def test_trickle_source_and_a_known_format_error() -> None:
     source = Trickle(b"abcdefghij", 3)
     buf = bytearray(10)
