@@ -12,7 +12,7 @@ crash. The only exceptions an input may cause are ``envelope.errors`` classes:
   frames with ``regular_frames``, the function the streaming decrypt runs on each batch.
 - :func:`decrypt`: one-shot ``decrypt`` and ``decrypt_stream`` from a source that returns a few bytes per read
   agree (same plaintext, or the same error), under the key of the seed messages; a message that decrypts also
-  parses, and the stream wrote exactly the plaintext.
+  parses, and the stream wrote exactly the plaintext. It returns whether the input decrypted.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def _outcome(call: Any) -> tuple[str, object]:
         return type(exc).__name__, str(exc)
 
 
-def decrypt(data: bytes) -> None:
+def decrypt(data: bytes) -> bool:
+    """Returns whether ``data`` decrypted (the tests check that nothing but a seed does)."""
     one = _outcome(lambda: envelope.decrypt(data, keyring=KEYRING, commitment_policy=READ_ANY).plaintext)
     out = io.BytesIO()
     two = _outcome(lambda: envelope.decrypt_stream(Trickle(data), out, keyring=KEYRING,  # type: ignore[arg-type]
@@ -88,12 +89,14 @@ def decrypt(data: bytes) -> None:
         assert two[0] == "ok", f"one-shot decrypt succeeded, streaming failed: {two}"
         assert out.getvalue() == one[1]
         fmt.parse_message(data)  # what decrypts is well formed
-    else:
-        assert one[0] == two[0], f"one-shot and streaming disagree: {one} / {two}"
+        return True
+    assert one[0] == two[0], f"one-shot and streaming disagree: {one} / {two}"
+    return False
 
 
 def seeds() -> list[bytes]:
-    """Valid messages under :data:`KEYRING` for every suite, framed and not, for fuzzers to start from."""
+    """Valid messages under :data:`KEYRING` for every suite, framed and not, for fuzzers to start from: written
+    by testkit (also non-framed and unsorted-context ones) and by ``envelope.encrypt`` (frames of 8 bytes)."""
     from envelope._suites import SUITES
 
     data = plaintext(90)
@@ -101,6 +104,9 @@ def seeds() -> list[bytes]:
     for suite_id in sorted(SUITES):
         found.append(assemble(suite_id, [data[:32], data[32:64], data[64:]], frame_length=32))
         found.append(assemble(suite_id, [data[:5]], context={}))
+        policy = "require-encrypt-require-decrypt" if SUITES[suite_id].committing else "forbid-encrypt-allow-decrypt"
+        found.append(envelope.encrypt(b"sample plaintext!", keyring=KEYRING, algorithm=suite_id, frame_length=8,
+                                      context={"a": "1", "b": "2"}, commitment_policy=policy))
     found.append(assemble(0x0478, [data], non_framed=True))
     found.append(assemble(0x0578, [data], non_framed=True))
     found.append(assemble(0x0578, [data[:50], data[50:]], frame_length=50, unsorted_context=True))
