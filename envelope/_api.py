@@ -11,7 +11,6 @@ authenticate; the final frame waits for the signature and the end-of-input check
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from collections.abc import Callable, Mapping
@@ -22,7 +21,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import _crypto as crypto
 from ._format import (
-    CONTENT_FRAMED,
     SIGNATURE_LENGTH,
     Footer,
     Header,
@@ -30,11 +28,12 @@ from ._format import (
     check_frame_length,
     footer_length,
     framed_layout,
+    header_auth_bytes,
+    new_header,
     parse_footer,
     parse_header,
     serialize_footer,
     serialize_header_auth,
-    serialize_header_body,
 )
 from ._keyrings.base import Keyring
 from ._materials import (
@@ -190,12 +189,10 @@ def _start_message(manager: MaterialsManager, request: EncryptionRequest, frame_
                          f"limit of {max_encrypted_data_keys}")
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, materials.data_key, message_id)
-    draft = Header(suite.message_version, suite, message_id, materials.context, materials.encrypted_data_keys,
-                   CONTENT_FRAMED, frame_length, commitment)
-    header = dataclasses.replace(draft, raw=serialize_header_body(draft))  # it carries the bytes it is written as
+    header = new_header(suite, message_id, materials.context, materials.encrypted_data_keys, frame_length, commitment)
     aead = AESGCM(key)
-    auth = HeaderAuth(crypto.ZERO_IV, crypto.header_tag(aead, crypto.ZERO_IV, header.raw))
-    head = header.raw + serialize_header_auth(header, auth)
+    head = header.raw + header_auth_bytes(header.version, crypto.ZERO_IV,
+                                          crypto.header_tag(aead, crypto.ZERO_IV, header.raw))
     signer = crypto.Signer(suite, materials.signing_key) if suite.signed else None
     if signer is not None:
         signer.update(head)

@@ -65,8 +65,10 @@ __all__ = [
     "cut_frame_error",
     "footer_length",
     "framed_layout",
+    "header_auth_bytes",
     "header_fields",
     "message_fields",
+    "new_header",
     "parse_context",
     "parse_footer",
     "parse_header",
@@ -355,33 +357,49 @@ def parse_context(buf: bytes | memoryview, offset: int = 0, length: int | None =
 
 def serialize_header_body(header: Header, *, sort_context: bool = True) -> bytes:
     """Sections 1.1 (v1) and 1.2 (v2). ``sort_context``: see :func:`serialize_context`."""
-    suite = header.suite
-    if header.version != suite.message_version:
+    return _header_body(header.version, header.suite, header.message_id, header.encryption_context,
+                        header.encrypted_data_keys, header.content_type, header.frame_length, header.commitment,
+                        sort_context)
+
+
+def new_header(suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, str],
+               encrypted_data_keys: tuple[EncryptedDataKey, ...], frame_length: int, commitment: bytes) -> Header:
+    """The framed header of a new message, carrying the bytes it is written as (``raw``)."""
+    version = suite.message_version
+    raw = _header_body(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length,
+                       commitment, True)
+    return Header(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length, commitment,
+                  raw)
+
+
+def _header_body(version: int, suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, str],
+                 encrypted_data_keys: tuple[EncryptedDataKey, ...], content_type: int, frame_length: int,
+                 commitment: bytes, sort_context: bool) -> bytes:
+    if version != suite.message_version:
         raise UsageError(f"suite {suite.hex_id} needs header version {suite.message_version}")
-    if len(header.message_id) != suite.message_id_length:
+    if len(message_id) != suite.message_id_length:
         raise UsageError(f"message ID must be {suite.message_id_length} bytes")
-    if not header.encrypted_data_keys:
+    if not encrypted_data_keys:
         raise UsageError("a message needs at least one encrypted data key")
-    if len(header.encrypted_data_keys) > 0xFFFF:
+    if len(encrypted_data_keys) > 0xFFFF:
         raise UsageError("a message holds at most 65,535 encrypted data keys")
-    aad = serialize_context(header.encryption_context, sort=sort_context)
+    aad = serialize_context(context, sort=sort_context)
     if len(aad) > 0xFFFF:
         raise UsageError("the serialised encryption context is longer than 65,535 bytes")
     parts: list[bytes] = []
-    if header.version == 1:
+    if version == 1:
         parts += [bytes((1, V1_TYPE))]
     else:
         parts += [b"\x02"]
-    parts += [U16.pack(suite.id), header.message_id, U16.pack(len(aad)), aad,
-              U16.pack(len(header.encrypted_data_keys))]
-    parts += [edk.serialize() for edk in header.encrypted_data_keys]
-    parts += [bytes((header.content_type,))]
-    if header.version == 1:
-        parts += [b"\x00\x00\x00\x00", bytes((IV_LENGTH,)), U32.pack(header.frame_length)]
+    parts += [U16.pack(suite.id), message_id, U16.pack(len(aad)), aad, U16.pack(len(encrypted_data_keys))]
+    parts += [edk.serialize() for edk in encrypted_data_keys]
+    parts += [bytes((content_type,))]
+    if version == 1:
+        parts += [b"\x00\x00\x00\x00", bytes((IV_LENGTH,)), U32.pack(frame_length)]
     else:
-        if len(header.commitment) != COMMITMENT_LENGTH:
+        if len(commitment) != COMMITMENT_LENGTH:
             raise UsageError("v2 headers carry a 32-byte commitment")
-        parts += [U32.pack(header.frame_length), header.commitment]
+        parts += [U32.pack(frame_length), commitment]
     return b"".join(parts)
 
 
@@ -463,7 +481,12 @@ def _parse_header(cur: _Cursor, max_encrypted_data_keys: int | None) -> tuple[He
 
 
 def serialize_header_auth(header: Header, auth: HeaderAuth) -> bytes:
-    return auth.iv + auth.tag if header.version == 1 else auth.tag
+    return header_auth_bytes(header.version, auth.iv, auth.tag)
+
+
+def header_auth_bytes(version: int, iv: bytes, tag: bytes) -> bytes:
+    """Section 1.3: v1 stores the IV and the tag, v2 only the tag (its IV is 12 zero bytes)."""
+    return iv + tag if version == 1 else tag
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -575,7 +598,7 @@ def _parse_frames(cur: _Cursor, frame_length: int) -> tuple[Frame, ...]:
     count = regular_frames(cur.buf[cur.pos:], frame_length, 1, cur.pos)
     frames = []
     for number in range(1, count + 1):
-        cur.skip(4, "sequence number")
+        cur.skip(SEQUENCE_NUMBER.size, "sequence number")
         frames.append(Frame(number, cur.take(IV_LENGTH, "frame IV"), cur.take(frame_length, "frame content"),
                             cur.take(TAG_LENGTH, "frame tag"), False))
     expected = count + 1

@@ -154,3 +154,18 @@ def test_unsorted_context_is_written_only_on_request() -> None:
     assert fmt.serialize_context(context) == fmt.serialize_context({"a": "1", "b": "2"})
     unsorted = fmt.serialize_context(context, sort=False)
     assert unsorted != fmt.serialize_context(context) and fmt.parse_context(unsorted) == context
+
+
+@pytest.mark.parametrize("suite_id", [0x0178, 0x0478])
+def test_new_header_carries_the_bytes_it_is_written_as(suite_id: int) -> None:
+    suite = SUITES[suite_id]
+    edks = (fmt.EncryptedDataKey("p", b"info", b"ct"),)
+    commitment = bytes(range(32)) if suite.committing else b""
+    header = fmt.new_header(suite, os.urandom(suite.message_id_length), {"b": "2", "a": "1"}, edks, FRAME,
+                            commitment)
+    assert header.raw == fmt.serialize_header_body(header) and header.framed
+    tag = bytes(16)
+    auth = fmt.header_auth_bytes(header.version, bytes(12), tag)
+    assert auth == (bytes(12) + tag if suite_id == 0x0178 else tag)
+    parsed, _, used = fmt.parse_header(header.raw + auth)
+    assert parsed == header and parsed.raw == header.raw and used == len(header.raw) + len(auth)
