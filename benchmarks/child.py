@@ -349,19 +349,6 @@ def s3_envelope(spec: Spec) -> dict[str, Any]:
             "bytes_fetched": reader.bytes_fetched, "requests": reader.requests, "object_size": reader.size}
 
 
-def probe(spec: Spec) -> dict[str, Any]:
-    """Report which optional envelope parts exist (KMS keyring, data-key cache) without using them."""
-    import importlib
-
-    found = {}
-    for module, name in (("envelope._keyrings.kms", "KmsKeyring"), ("envelope._cache", "CachingMaterialsManager")):
-        try:
-            found[module] = hasattr(importlib.import_module(module), name)
-        except ImportError:
-            found[module] = False
-    return {"seconds": 0.0, "found": found}
-
-
 OPS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "envelope": envelope_stream,
     "esdk": esdk_stream,
@@ -372,7 +359,6 @@ OPS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "esdk-kms-small": esdk_kms_small,
     "s3-boto3": s3_boto3,
     "s3-envelope": s3_envelope,
-    "probe": probe,
 }
 
 

@@ -20,7 +20,21 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import _crypto as crypto
-from ._format import CONTENT_FRAMED, Header, HeaderAuth, parse_header, serialize_header_body
+from ._format import (
+    SIGNATURE_LENGTH,
+    Footer,
+    Header,
+    HeaderAuth,
+    check_frame_length,
+    footer_length,
+    framed_layout,
+    header_auth_bytes,
+    new_header,
+    parse_footer,
+    parse_header,
+    serialize_footer,
+    serialize_header_auth,
+)
 from ._keyrings.base import Keyring
 from ._materials import (
     DecryptionRequest,
@@ -28,6 +42,7 @@ from ._materials import (
     EncryptionRequest,
     MaterialsManager,
     check_signing_context,
+    reads_ahead,
 )
 from ._stream import (
     BATCH_BYTES,
@@ -36,7 +51,6 @@ from ._stream import (
     open_buffer,
     open_framed,
     open_non_framed,
-    scan_framed,
     seal_buffer,
     seal_framed,
     sealed_length,
@@ -145,8 +159,7 @@ def _encrypt_settings(context: Mapping[str, str] | None, algorithm: int | str | 
     policy = resolve_policy(commitment_policy)
     suite = resolve_suite(algorithm)
     frame_length = DEFAULT_FRAME_LENGTH if frame_length is None else frame_length
-    if not 0 < frame_length <= 2**31 - 1:
-        raise UsageError("frame length must be between 1 and 2^31 - 1 bytes")
+    check_frame_length(frame_length)
     context = dict(context or {})
     for name, value in context.items():
         if not isinstance(name, str) or not isinstance(value, str):
@@ -176,13 +189,10 @@ def _start_message(manager: MaterialsManager, request: EncryptionRequest, frame_
                          f"limit of {max_encrypted_data_keys}")
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, materials.data_key, message_id)
-    header = Header(suite.message_version, suite, message_id, materials.context, materials.encrypted_data_keys,
-                    CONTENT_FRAMED, frame_length, commitment)
-    body = serialize_header_body(header)
-    object.__setattr__(header, "raw", body)  # the frozen header carries the bytes it was written as
+    header = new_header(suite, message_id, materials.context, materials.encrypted_data_keys, frame_length, commitment)
     aead = AESGCM(key)
-    tag = crypto.header_tag(aead, crypto.ZERO_IV, body)
-    head = body + (crypto.ZERO_IV if suite.message_version == 1 else b"") + tag
+    head = header.raw + header_auth_bytes(header.version, crypto.ZERO_IV,
+                                          crypto.header_tag(aead, crypto.ZERO_IV, header.raw))
     signer = crypto.Signer(suite, materials.signing_key) if suite.signed else None
     if signer is not None:
         signer.update(head)
@@ -190,8 +200,8 @@ def _start_message(manager: MaterialsManager, request: EncryptionRequest, frame_
 
 
 def _footer(signer: crypto.Signer) -> bytes:
-    signature = signer.finalize()  # section 4: always the ESDK's fixed DER length, see Signer.finalize
-    return len(signature).to_bytes(2, "big") + signature
+    # section 4: the signature has the ESDK's fixed DER length (Signer.finalize), so footer_length() holds
+    return serialize_footer(Footer(signer.finalize()))
 
 
 def encrypt_stream(
@@ -221,9 +231,8 @@ def encrypt_stream(
     if plaintext_length is not None and plaintext_length < 0:
         raise UsageError("plaintext_length must be 0 or more")
     src = _DeclaredSource(source)
-    read_ahead_limit = getattr(manager, "read_ahead_limit", None)  # the caching manager (envelope._cache)
-    if plaintext_length is None and read_ahead_limit is not None:
-        plaintext_length = _read_ahead(src, read_ahead_limit(EncryptionRequest(context, policy, suite)))
+    if plaintext_length is None and reads_ahead(manager):  # the caching manager (envelope._cache)
+        plaintext_length = _read_ahead(src, manager.read_ahead_limit(EncryptionRequest(context, policy, suite)))
     src.limit = plaintext_length
     started = _start_message(manager, EncryptionRequest(context, policy, suite, plaintext_length), frame_length,
                              max_encrypted_data_keys)
@@ -278,7 +287,7 @@ def encrypt(
     head = len(started.head)
     body = sealed_length(len(data), frame_length)
     suite = started.header.suite
-    out, view = _result_buffer(head + body + (2 + suite.signature_length if suite.signed else 0))
+    out, view = _result_buffer(head + body + (footer_length(suite.signature_length) if suite.signed else 0))
     view[:head] = started.head
     seal_buffer(started.aead, started.header.message_id, frame_length, data, view[head:head + body],
                 workers=_buffer_workers(len(data)))
@@ -389,7 +398,7 @@ def _open_message(source: BinaryIO, manager: MaterialsManager, policy: Commitmen
     crypto.verify_header_tag(aead, auth.iv, header.raw, auth.tag)
     if verifier is not None:
         verifier.update(header.raw)
-        verifier.update(auth.iv + auth.tag if header.version == 1 else auth.tag)
+        verifier.update(serialize_header_auth(header, auth))
     return _Opened(header, src, aead, verifier)
 
 
@@ -399,8 +408,8 @@ def _read_body(opened: _Opened, write: Callable[[Any], Any], max_frame_length: i
 
     def finish() -> None:
         if verifier is not None:  # section 4: UInt16 length, DER signature of any length
-            length = src.read_exact(2, "signature length")
-            verifier.verify(src.read_exact(int.from_bytes(length, "big"), "signature"))
+            length = SIGNATURE_LENGTH.unpack(src.read_exact(SIGNATURE_LENGTH.size, "signature length"))[0]
+            verifier.verify(src.read_exact(length, "signature"))
         if not src.at_eof():
             raise FormatError("end of message", src.position, "trailing bytes after the message")
 
@@ -443,6 +452,15 @@ def decrypt_stream(
     return StreamResult(opened.header, opened.source.position, written)
 
 
+def _only_footer(tail: memoryview) -> Footer | None:
+    """The footer, if ``tail`` is exactly one; otherwise None (the streaming reader then names what is wrong)."""
+    try:
+        footer, end = parse_footer(tail)
+    except FormatError:
+        return None
+    return footer if end == len(tail) else None
+
+
 def decrypt(
     message: bytes | bytearray | memoryview,
     *,
@@ -468,22 +486,19 @@ def decrypt(
                            max_encrypted_data_keys, max_frame_length, max_header_length)
     header, verifier = opened.header, opened.verifier
     body = data[opened.source.position:]
-    layout = scan_framed(body, header.frame_length) if header.framed else None
+    layout = framed_layout(body, header.frame_length) if header.framed else None
     if layout is not None:
         end = layout[2]
         tail = body[end:]  # the footer (signed suites) and nothing else
-        if verifier is None:
-            complete = len(tail) == 0
-        else:
-            complete = len(tail) >= 2 and len(tail) == 2 + int.from_bytes(tail[:2], "big")
-        if complete:
+        footer = _only_footer(tail) if verifier is not None else None
+        if (verifier is None and len(tail) == 0) or footer is not None:
             out, view = _result_buffer(layout[0] * header.frame_length + layout[1])
             open_buffer(opened.aead, header.message_id, header.frame_length, body, layout, view,
                         workers=_buffer_workers(len(body)))
             view.release()
-            if verifier is not None:
+            if verifier is not None and footer is not None:
                 verifier.update(body[:end])
-                verifier.verify(bytes(tail[2:]))
+                verifier.verify(footer.signature)
             return DecryptResult(out.getvalue(), header)
     out_stream = io.BytesIO()
     _read_body(opened, out_stream.write, max_frame_length, 0)

@@ -88,7 +88,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
 
 from ._format import serialize_context
 from ._keyrings.base import Keyring
@@ -99,6 +98,7 @@ from ._materials import (
     EncryptionMaterials,
     EncryptionRequest,
     MaterialsManager,
+    ReadsAhead,
 )
 from ._suites import CommitmentPolicy
 from .errors import UsageError
@@ -299,14 +299,7 @@ class LocalCache:
         return True, evicted
 
 
-@runtime_checkable
-class ReadsAhead(Protocol):
-    """A materials manager that wants ``encrypt_stream`` to learn unknown plaintext lengths by reading ahead."""
-
-    def read_ahead_limit(self, request: EncryptionRequest) -> int | None: ...
-
-
-class CachingMaterialsManager:
+class CachingMaterialsManager(ReadsAhead):
     """Reuses data keys from a :class:`LocalCache`, within ``max_age`` seconds, ``max_messages`` messages and
     ``max_bytes`` plaintext bytes per data key. See the module documentation for the exact rules.
 

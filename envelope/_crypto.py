@@ -72,7 +72,7 @@ def derive_key(suite: AlgorithmSuite, data_key: bytes, message_id: bytes) -> tup
     Section 2.3 (all three families) and 2.4 (commit key); checked against the KAT vectors' content keys and
     commitments in tests/suites/test_suites_crypto.py.
     """
-    if len(data_key) != suite.key_length:
+    if suite.data_key_error(data_key) is not None:
         raise UsageError(f"suite {suite.hex_id} needs a {suite.key_length}-byte data key, got {len(data_key)}")
     alg = suite.id.to_bytes(2, "big")
     if suite.kdf == "identity":

@@ -1,4 +1,9 @@
-"""Pure parsing and serialising of the ESDK message format: bytes in, frozen dataclasses out.
+"""The ESDK message format: every byte layout, and pure parsing and serialising (bytes in, frozen dataclasses out).
+
+This module is the one owner of the wire layout. The frame engine (``_stream``), the one-shot paths
+(``_api``) and the test tools use its structs, offsets and checks; no other module spells an offset or a
+``struct`` of the format. Each format rule is checked in one function here (frame sequence numbers, the final
+frame, the non-framed length, the writer's frame length and frame count).
 
 No I/O and no keys. Every rejection is a :class:`FormatError` naming the field and its byte offset; input
 that ends inside a field raises :class:`TruncatedError`, whose ``needed`` says how many bytes would let
@@ -17,9 +22,33 @@ from ._suites import SUITES, AlgorithmSuite
 from .errors import FormatError, PolicyError, TruncatedError, UsageError
 
 __all__ = [
+    "BODY_AAD_TAIL",
     "CONTENT_FRAMED",
     "CONTENT_NON_FRAMED",
+    "FINAL_CONTENT",
     "FINAL_FRAME_MARKER",
+    "FINAL_FRAME_STRING",
+    "FINAL_IV",
+    "FINAL_LENGTH",
+    "FINAL_OVERHEAD",
+    "FINAL_PREFIX",
+    "FINAL_SEQUENCE",
+    "FRAME_STRING",
+    "IV_LENGTH",
+    "MAX_NON_FRAMED_LENGTH",
+    "MAX_REGULAR_FRAMES",
+    "MAX_WRITE_FRAME_LENGTH",
+    "NON_FRAMED_CONTENT",
+    "NON_FRAMED_LENGTH",
+    "REGULAR_CONTENT",
+    "REGULAR_IV",
+    "REGULAR_OVERHEAD",
+    "REGULAR_PREFIX",
+    "SEQUENCE_NUMBER",
+    "SIGNATURE_LENGTH",
+    "SINGLE_BLOCK_STRING",
+    "TAG_LENGTH",
+    "WRITER_IV",
     "EncryptedDataKey",
     "Footer",
     "Frame",
@@ -28,10 +57,24 @@ __all__ = [
     "Message",
     "NonFramedBody",
     "body_aad",
+    "check_final_length",
+    "check_final_sequence",
+    "check_frame_count",
+    "check_frame_length",
+    "check_non_framed_length",
+    "cut_frame_error",
+    "footer_length",
+    "framed_layout",
+    "header_auth_bytes",
+    "header_fields",
+    "message_fields",
+    "new_header",
     "parse_context",
     "parse_footer",
     "parse_header",
     "parse_message",
+    "regular_frames",
+    "sequence_error",
     "serialize_context",
     "serialize_footer",
     "serialize_frame",
@@ -46,20 +89,53 @@ CONTENT_FRAMED = 0x02
 V1_TYPE = 0x80
 IV_LENGTH = 12
 TAG_LENGTH = 16
-FINAL_FRAME_MARKER = 0xFFFFFFFF
-MAX_FRAME_LENGTH = 2**32 - 1
-MAX_NON_FRAMED_LENGTH = 2**36 - 32
 COMMITMENT_LENGTH = 32
+FINAL_FRAME_MARKER = 0xFFFFFFFF
+#: Section 3.1: sequence numbers are UInt32 and the marker is never one, so a regular frame is numbered at most
+#: 2^32 - 2 (the final frame may carry 2^32 - 1).
+MAX_REGULAR_FRAMES = FINAL_FRAME_MARKER - 1
+#: Section 3.2 (read only).
+MAX_NON_FRAMED_LENGTH = 2**36 - 32
+#: The largest frame length any ESDK reads (the Python ESDK refuses larger ones): the writer's limit (section 9).
+MAX_WRITE_FRAME_LENGTH = 2**31 - 1
 
 # section 3.1 body AAD content strings
 FRAME_STRING = b"AWSKMSEncryptionClient Frame"
 FINAL_FRAME_STRING = b"AWSKMSEncryptionClient Final Frame"
 SINGLE_BLOCK_STRING = b"AWSKMSEncryptionClient Single Block"
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_SEQ_LEN = struct.Struct(">IQ")
+# section 0: big-endian unsigned integers
+U16 = struct.Struct(">H")
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+
+# ---------------------------------------------------------------------------------------------------------
+# Section 3 body layout: every offset and struct the frame engine, the one-shot paths and the parser use.
+# Offsets are from the start of the frame (or of the non-framed body).
+
+#: Regular frame: UInt32 sequence number | IV | content (frame length bytes) | tag.
+REGULAR_IV = 4
+REGULAR_CONTENT = REGULAR_IV + IV_LENGTH  # 16
+REGULAR_OVERHEAD = REGULAR_CONTENT + TAG_LENGTH  # 32: a regular frame is frame length + this
+#: Final frame: marker | UInt32 sequence number | IV | UInt32 content length | content | tag.
+FINAL_SEQUENCE = 4
+FINAL_IV = 8
+FINAL_LENGTH = FINAL_IV + IV_LENGTH  # 20
+FINAL_CONTENT = FINAL_LENGTH + 4  # 24
+FINAL_OVERHEAD = FINAL_CONTENT + TAG_LENGTH  # 40: a final frame is its content length + this
+#: A regular frame's sequence number, or the final-frame marker in its place.
+SEQUENCE_NUMBER = U32
+#: What a writer puts before the content (section 3.1 writer rule: IV = 8 zero bytes || UInt32 sequence number).
+WRITER_IV = struct.Struct(">8xI")
+REGULAR_PREFIX = struct.Struct(">I8xI")  # sequence number, IV
+FINAL_PREFIX = struct.Struct(">II8xII")  # marker, sequence number, IV, content length
+#: The body AAD after the message ID and content string: UInt32 sequence number, UInt64 content length.
+BODY_AAD_TAIL = struct.Struct(">IQ")
+#: Non-framed body (section 3.2): IV | UInt64 content length | content | tag.
+NON_FRAMED_LENGTH = IV_LENGTH  # 12
+NON_FRAMED_CONTENT = NON_FRAMED_LENGTH + 8  # 20
+#: Footer (section 4): UInt16 signature length, then the signature.
+SIGNATURE_LENGTH = U16
 
 
 @dataclass(frozen=True)
@@ -76,8 +152,8 @@ class EncryptedDataKey:
                             ("ciphertext", self.ciphertext)):
             if len(value) > 0xFFFF:
                 raise UsageError(f"encrypted data key {name} is longer than 65,535 bytes")
-        return b"".join((_U16.pack(len(pid)), pid, _U16.pack(len(self.provider_info)), self.provider_info,
-                         _U16.pack(len(self.ciphertext)), self.ciphertext))
+        return b"".join((U16.pack(len(pid)), pid, U16.pack(len(self.provider_info)), self.provider_info,
+                         U16.pack(len(self.ciphertext)), self.ciphertext))
 
 
 @dataclass(frozen=True)
@@ -153,12 +229,23 @@ class _Cursor:
         self.bounded = end is not None  # reading inside a length-prefixed field (the AAD)
         self.end = len(self.buf) if end is None else end
 
+    def _overrun(self, name: str, start: int, n: int) -> FormatError:
+        if self.bounded:  # a sub-field overran the length its enclosing field declared
+            return FormatError(name, start, "runs past the end of its enclosing field")
+        return TruncatedError(name, start, start + n)
+
+    def skip(self, n: int, name: str) -> int:
+        """Step over an ``n``-byte field; returns where it starts."""
+        start = self.pos
+        if start + n > self.end:
+            raise self._overrun(name, start, n)
+        self.pos = start + n
+        return start
+
     def take(self, n: int, name: str) -> bytes:
         start = self.pos
         if start + n > self.end:
-            if self.bounded:  # a sub-field overran the length its enclosing field declared
-                raise FormatError(name, start, "runs past the end of its enclosing field")
-            raise TruncatedError(name, start, start + n)
+            raise self._overrun(name, start, n)
         self.pos = start + n
         return bytes(self.buf[start:start + n])
 
@@ -166,13 +253,33 @@ class _Cursor:
         return self.take(1, name)[0]
 
     def u16(self, name: str) -> int:
-        return int(_U16.unpack(self.take(2, name))[0])
+        return int(U16.unpack(self.take(2, name))[0])
 
     def u32(self, name: str) -> int:
-        return int(_U32.unpack(self.take(4, name))[0])
+        return int(U32.unpack(self.take(4, name))[0])
 
     def u64(self, name: str) -> int:
-        return int(_U64.unpack(self.take(8, name))[0])
+        return int(U64.unpack(self.take(8, name))[0])
+
+
+class _Recorder(_Cursor):
+    """A cursor that lists every field it reads as (name, start, end): see :func:`message_fields`."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, buf: bytes | bytearray | memoryview) -> None:
+        super().__init__(buf)
+        self.fields: list[tuple[str, int, int]] = []
+
+    def skip(self, n: int, name: str) -> int:
+        start = super().skip(n, name)
+        self.fields.append((name, start, start + n))
+        return start
+
+    def take(self, n: int, name: str) -> bytes:
+        data = super().take(n, name)
+        self.fields.append((name, self.pos - n, self.pos))
+        return data
 
 
 def _utf8(raw: bytes, name: str, offset: int) -> str:
@@ -186,8 +293,11 @@ def _utf8(raw: bytes, name: str, offset: int) -> str:
 # 6.1 encryption context
 
 
-def serialize_context(context: Mapping[str, str]) -> bytes:
-    """Section 6.1: empty context -> b""; otherwise count and entries sorted by the key's UTF-8 bytes."""
+def serialize_context(context: Mapping[str, str], *, sort: bool = True) -> bytes:
+    """Section 6.1: empty context -> b""; otherwise count and entries sorted by the key's UTF-8 bytes.
+
+    ``sort=False`` keeps the mapping's order: readers accept any order, writers sort (test messages only).
+    """
     if not context:
         return b""
     entries = []
@@ -201,12 +311,13 @@ def serialize_context(context: Mapping[str, str]) -> bytes:
         if len(kb) > 0xFFFF or len(vb) > 0xFFFF:
             raise UsageError("an encryption context key or value is longer than 65,535 bytes")
         entries.append((kb, vb))
-    entries.sort(key=lambda kv: kv[0])
+    if sort:
+        entries.sort(key=lambda kv: kv[0])
     if len(entries) > 0xFFFF:
         raise UsageError("the encryption context has more than 65,535 entries")
-    out = [_U16.pack(len(entries))]
+    out = [U16.pack(len(entries))]
     for kb, vb in entries:
-        out += [_U16.pack(len(kb)), kb, _U16.pack(len(vb)), vb]
+        out += [U16.pack(len(kb)), kb, U16.pack(len(vb)), vb]
     return b"".join(out)
 
 
@@ -244,35 +355,51 @@ def parse_context(buf: bytes | memoryview, offset: int = 0, length: int | None =
 # 1.1 / 1.2 header body
 
 
-def serialize_header_body(header: Header) -> bytes:
-    """Sections 1.1 (v1) and 1.2 (v2)."""
-    suite = header.suite
-    if header.version != suite.message_version:
+def serialize_header_body(header: Header, *, sort_context: bool = True) -> bytes:
+    """Sections 1.1 (v1) and 1.2 (v2). ``sort_context``: see :func:`serialize_context`."""
+    return _header_body(header.version, header.suite, header.message_id, header.encryption_context,
+                        header.encrypted_data_keys, header.content_type, header.frame_length, header.commitment,
+                        sort_context)
+
+
+def new_header(suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, str],
+               encrypted_data_keys: tuple[EncryptedDataKey, ...], frame_length: int, commitment: bytes) -> Header:
+    """The framed header of a new message, carrying the bytes it is written as (``raw``)."""
+    version = suite.message_version
+    raw = _header_body(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length,
+                       commitment, True)
+    return Header(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length, commitment,
+                  raw)
+
+
+def _header_body(version: int, suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, str],
+                 encrypted_data_keys: tuple[EncryptedDataKey, ...], content_type: int, frame_length: int,
+                 commitment: bytes, sort_context: bool) -> bytes:
+    if version != suite.message_version:
         raise UsageError(f"suite {suite.hex_id} needs header version {suite.message_version}")
-    if len(header.message_id) != suite.message_id_length:
+    if len(message_id) != suite.message_id_length:
         raise UsageError(f"message ID must be {suite.message_id_length} bytes")
-    if not header.encrypted_data_keys:
+    if not encrypted_data_keys:
         raise UsageError("a message needs at least one encrypted data key")
-    if len(header.encrypted_data_keys) > 0xFFFF:
+    if len(encrypted_data_keys) > 0xFFFF:
         raise UsageError("a message holds at most 65,535 encrypted data keys")
-    aad = serialize_context(header.encryption_context)
+    aad = serialize_context(context, sort=sort_context)
     if len(aad) > 0xFFFF:
         raise UsageError("the serialised encryption context is longer than 65,535 bytes")
     parts: list[bytes] = []
-    if header.version == 1:
+    if version == 1:
         parts += [bytes((1, V1_TYPE))]
     else:
         parts += [b"\x02"]
-    parts += [_U16.pack(suite.id), header.message_id, _U16.pack(len(aad)), aad,
-              _U16.pack(len(header.encrypted_data_keys))]
-    parts += [edk.serialize() for edk in header.encrypted_data_keys]
-    parts += [bytes((header.content_type,))]
-    if header.version == 1:
-        parts += [b"\x00\x00\x00\x00", bytes((IV_LENGTH,)), _U32.pack(header.frame_length)]
+    parts += [U16.pack(suite.id), message_id, U16.pack(len(aad)), aad, U16.pack(len(encrypted_data_keys))]
+    parts += [edk.serialize() for edk in encrypted_data_keys]
+    parts += [bytes((content_type,))]
+    if version == 1:
+        parts += [b"\x00\x00\x00\x00", bytes((IV_LENGTH,)), U32.pack(frame_length)]
     else:
-        if len(header.commitment) != COMMITMENT_LENGTH:
+        if len(commitment) != COMMITMENT_LENGTH:
             raise UsageError("v2 headers carry a 32-byte commitment")
-        parts += [_U32.pack(header.frame_length), header.commitment]
+        parts += [U32.pack(frame_length), commitment]
     return b"".join(parts)
 
 
@@ -284,6 +411,11 @@ def parse_header(buf: bytes | bytearray | memoryview, *, max_encrypted_data_keys
     The EDK limit is enforced as soon as the count is read (section 5 step 1).
     """
     cur = _Cursor(buf)
+    header, auth = _parse_header(cur, max_encrypted_data_keys)
+    return header, auth, cur.pos
+
+
+def _parse_header(cur: _Cursor, max_encrypted_data_keys: int | None) -> tuple[Header, HeaderAuth]:
     version = cur.u8("version")
     if version == 1:
         msg_type = cur.u8("type")
@@ -302,11 +434,8 @@ def parse_header(buf: bytes | bytearray | memoryview, *, max_encrypted_data_keys
                           f"suite {suite.hex_id} belongs to format version {suite.message_version}, not {version}")
     message_id = cur.take(suite.message_id_length, "message ID")
     aad_length = cur.u16("AAD length")
-    aad_at = cur.pos
-    if aad_at + aad_length > len(cur.buf):
-        raise TruncatedError("encryption context", aad_at, aad_at + aad_length)
+    aad_at = cur.skip(aad_length, "encryption context")
     context = parse_context(cur.buf, aad_at, aad_length)
-    cur.pos = aad_at + aad_length
     count_at = cur.pos
     edk_count = cur.u16("encrypted data key count")
     if edk_count == 0:
@@ -348,98 +477,218 @@ def parse_header(buf: bytes | bytearray | memoryview, *, max_encrypted_data_keys
     tag = cur.take(TAG_LENGTH, "header authentication tag")
     header = Header(version, suite, message_id, context, tuple(edks), content_type, frame_length, commitment,
                     bytes(cur.buf[:body_end]))
-    return header, HeaderAuth(iv, tag), cur.pos
+    return header, HeaderAuth(iv, tag)
 
 
 def serialize_header_auth(header: Header, auth: HeaderAuth) -> bytes:
-    return auth.iv + auth.tag if header.version == 1 else auth.tag
+    return header_auth_bytes(header.version, auth.iv, auth.tag)
+
+
+def header_auth_bytes(version: int, iv: bytes, tag: bytes) -> bytes:
+    """Section 1.3: v1 stores the IV and the tag, v2 only the tag (its IV is 12 zero bytes)."""
+    return iv + tag if version == 1 else tag
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3 body
+# 3 body: the rules every reader and writer of frames applies, each in one place
 
 
 def body_aad(message_id: bytes, content_string: bytes, sequence_number: int, length: int) -> bytes:
     """Section 3.1 body AAD: message ID, content string, UInt32 sequence number, UInt64 content length."""
-    return message_id + content_string + _SEQ_LEN.pack(sequence_number, length)
+    return message_id + content_string + BODY_AAD_TAIL.pack(sequence_number, length)
+
+
+def check_frame_length(frame_length: int) -> None:
+    """The frame lengths a writer may use: 1 to 2^31 - 1 (section 9; no multiple-of-16 rule, the ESDK reads any)."""
+    if not 0 < frame_length <= MAX_WRITE_FRAME_LENGTH:
+        raise UsageError("frame length must be between 1 and 2^31 - 1 bytes")
+
+
+def check_frame_count(last_sequence_number: int, final: bool, frame_length: int) -> None:
+    """A writer about to number a frame ``last_sequence_number`` (the final one when ``final``): section 3.1."""
+    if last_sequence_number > (FINAL_FRAME_MARKER if final else MAX_REGULAR_FRAMES):
+        raise UsageError(f"the plaintext needs more than 2^32 - 1 frames of {frame_length} bytes; "
+                         "use a larger frame length")
+
+
+def sequence_error(number: int, expected: int, at: int) -> FormatError:
+    """A regular frame at byte ``at`` numbered ``number`` where ``expected`` was due."""
+    return FormatError("sequence number", at, f"is {number}, expected {expected}")
+
+
+def regular_frames(buf: bytes | bytearray | memoryview, frame_length: int, first: int, at: int = 0) -> int:
+    """How many whole regular frames ``buf`` starts with, numbered ``first``, ``first + 1``, ...
+
+    Stops at the final-frame marker or where less than a whole frame is left. A frame numbered otherwise is a
+    :class:`FormatError` (``at`` is where ``buf`` starts in the message). The readers' one walk over frames:
+    the streaming engine runs it on each batch, the in-memory path and the parser on the whole body.
+    """
+    r = frame_length + REGULAR_OVERHEAD
+    unpack = SEQUENCE_NUMBER.unpack_from
+    for i in range(len(buf) // r):
+        number = unpack(buf, i * r)[0]
+        if number == FINAL_FRAME_MARKER:
+            return i
+        if number != first + i:
+            raise sequence_error(number, first + i, at + i * r)
+    return len(buf) // r
+
+
+def check_final_sequence(number: int, expected: int, at: int) -> None:
+    """The final frame (starting at byte ``at``) carries the number after the last regular frame's."""
+    if number != expected:
+        raise FormatError("final frame sequence number", at + FINAL_SEQUENCE, f"is {number}, expected {expected}")
+
+
+def check_final_length(length: int, frame_length: int, at: int) -> None:
+    """The final frame (starting at byte ``at``) holds at most one frame length of content."""
+    if length > frame_length:
+        raise FormatError("final frame content length", at + FINAL_LENGTH,
+                          f"is {length}, longer than the frame length {frame_length}")
+
+
+def cut_frame_error(at: int, have: int, frame_length: int) -> TruncatedError:
+    """The input ends ``have`` bytes into the regular frame starting at byte ``at`` (fewer than a whole frame)."""
+    end = at + frame_length + REGULAR_OVERHEAD
+    for name, start, stop in (("frame IV", at + REGULAR_IV, at + REGULAR_CONTENT),
+                              ("frame content", at + REGULAR_CONTENT, at + REGULAR_CONTENT + frame_length)):
+        if at + have < stop:
+            return TruncatedError(name, start, end)
+    return TruncatedError("frame tag", at + REGULAR_CONTENT + frame_length, end)
+
+
+def check_non_framed_length(length: int, at: int) -> None:
+    """Section 3.2: the UInt64 content length at byte ``at`` is at most 2^36 - 32."""
+    if length > MAX_NON_FRAMED_LENGTH:
+        raise FormatError("body content length", at, f"is {length}, above the limit of 2^36 - 32")
+
+
+def framed_layout(body: bytes | bytearray | memoryview, frame_length: int) -> tuple[int, int, int] | None:
+    """Walk a framed body held in memory: (regular frames, final frame content length, body length).
+
+    None at anything irregular (a wrong sequence number, a final frame too long, input that ends early): the
+    caller then runs the streaming reader, which reports the exact field and offset.
+    """
+    try:
+        count = regular_frames(body, frame_length, 1)
+        at = count * (frame_length + REGULAR_OVERHEAD)
+        if at + FINAL_CONTENT > len(body) or SEQUENCE_NUMBER.unpack_from(body, at)[0] != FINAL_FRAME_MARKER:
+            return None
+        check_final_sequence(SEQUENCE_NUMBER.unpack_from(body, at + FINAL_SEQUENCE)[0], count + 1, at)
+        length = U32.unpack_from(body, at + FINAL_LENGTH)[0]
+        check_final_length(length, frame_length, at)
+    except FormatError:
+        return None
+    end = at + FINAL_CONTENT + length + TAG_LENGTH
+    return None if end > len(body) else (count, length, end)
 
 
 def serialize_frame(frame: Frame) -> bytes:
     if frame.final:
-        return b"".join((_U32.pack(FINAL_FRAME_MARKER), _U32.pack(frame.sequence_number), frame.iv,
-                         _U32.pack(len(frame.ciphertext)), frame.ciphertext, frame.tag))
-    return b"".join((_U32.pack(frame.sequence_number), frame.iv, frame.ciphertext, frame.tag))
+        return b"".join((SEQUENCE_NUMBER.pack(FINAL_FRAME_MARKER), SEQUENCE_NUMBER.pack(frame.sequence_number),
+                         frame.iv, U32.pack(len(frame.ciphertext)), frame.ciphertext, frame.tag))
+    return b"".join((SEQUENCE_NUMBER.pack(frame.sequence_number), frame.iv, frame.ciphertext, frame.tag))
 
 
 def serialize_non_framed(body: NonFramedBody) -> bytes:
-    return body.iv + _U64.pack(len(body.ciphertext)) + body.ciphertext + body.tag
+    return body.iv + U64.pack(len(body.ciphertext)) + body.ciphertext + body.tag
 
 
 def _parse_frames(cur: _Cursor, frame_length: int) -> tuple[Frame, ...]:
+    count = regular_frames(cur.buf[cur.pos:], frame_length, 1, cur.pos)
     frames = []
-    expected = 1
-    while True:
-        at = cur.pos
-        first = cur.u32("sequence number")
-        if first == FINAL_FRAME_MARKER:
-            seq_at = cur.pos
-            seq = cur.u32("final frame sequence number")
-            if seq != expected:
-                raise FormatError("final frame sequence number", seq_at, f"is {seq}, expected {expected}")
-            iv = cur.take(IV_LENGTH, "final frame IV")
-            len_at = cur.pos
-            length = cur.u32("final frame content length")
-            if length > frame_length:
-                raise FormatError("final frame content length", len_at,
-                                  f"is {length}, longer than the frame length {frame_length}")
-            ciphertext = cur.take(length, "final frame content")
-            tag = cur.take(TAG_LENGTH, "final frame tag")
-            frames.append(Frame(seq, iv, ciphertext, tag, True))
-            return tuple(frames)
+    for number in range(1, count + 1):
+        cur.skip(SEQUENCE_NUMBER.size, "sequence number")
+        frames.append(Frame(number, cur.take(IV_LENGTH, "frame IV"), cur.take(frame_length, "frame content"),
+                            cur.take(TAG_LENGTH, "frame tag"), False))
+    expected = count + 1
+    at = cur.pos
+    first = cur.u32("sequence number")
+    if first != FINAL_FRAME_MARKER:  # less than a whole frame is left: the field it ends in is truncated
         if first != expected:
-            raise FormatError("sequence number", at, f"is {first}, expected {expected}")
-        iv = cur.take(IV_LENGTH, "frame IV")
-        ciphertext = cur.take(frame_length, "frame content")
-        tag = cur.take(TAG_LENGTH, "frame tag")
-        frames.append(Frame(first, iv, ciphertext, tag, False))
-        expected += 1
+            raise sequence_error(first, expected, at)
+        cur.skip(IV_LENGTH, "frame IV")
+        cur.skip(frame_length, "frame content")
+        cur.skip(TAG_LENGTH, "frame tag")
+        raise AssertionError("regular_frames stopped before a whole frame")  # unreachable: a skip raised
+    number = cur.u32("final frame sequence number")
+    check_final_sequence(number, expected, at)
+    iv = cur.take(IV_LENGTH, "final frame IV")
+    length = cur.u32("final frame content length")
+    check_final_length(length, frame_length, at)
+    ciphertext = cur.take(length, "final frame content")
+    tag = cur.take(TAG_LENGTH, "final frame tag")
+    frames.append(Frame(number, iv, ciphertext, tag, True))
+    return tuple(frames)
 
 
 def _parse_non_framed(cur: _Cursor) -> NonFramedBody:
     iv = cur.take(IV_LENGTH, "body IV")
     len_at = cur.pos
     length = cur.u64("body content length")
-    if length > MAX_NON_FRAMED_LENGTH:
-        raise FormatError("body content length", len_at, f"is {length}, above the limit of 2^36 - 32")
+    check_non_framed_length(length, len_at)
     ciphertext = cur.take(length, "body content")
     tag = cur.take(TAG_LENGTH, "body tag")
     return NonFramedBody(iv, ciphertext, tag)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# 4 footer
+
+
+def footer_length(signature_length: int) -> int:
+    """Bytes of a footer holding a signature of ``signature_length`` bytes."""
+    return SIGNATURE_LENGTH.size + signature_length
+
+
 def serialize_footer(footer: Footer) -> bytes:
-    return _U16.pack(len(footer.signature)) + footer.signature
+    return SIGNATURE_LENGTH.pack(len(footer.signature)) + footer.signature
 
 
 def parse_footer(buf: bytes | memoryview, offset: int = 0) -> tuple[Footer, int]:
     """Section 4: UInt16 length and the DER signature. Returns (footer, end offset)."""
     cur = _Cursor(buf, offset)
-    signature = cur.take(cur.u16("signature length"), "signature")
-    return Footer(signature), cur.pos
+    return _parse_footer(cur), cur.pos
+
+
+def _parse_footer(cur: _Cursor) -> Footer:
+    return Footer(cur.take(cur.u16("signature length"), "signature"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# whole messages
 
 
 def parse_message(buf: bytes | bytearray | memoryview, *, max_encrypted_data_keys: int | None = None
                   ) -> Message:
     """Parse a whole message (no keys: structure only). Trailing bytes are rejected (section 5 step 8)."""
-    header, auth, pos = parse_header(buf, max_encrypted_data_keys=max_encrypted_data_keys)
-    cur = _Cursor(buf, pos)
+    return _parse_message(_Cursor(buf), max_encrypted_data_keys)
+
+
+def _parse_message(cur: _Cursor, max_encrypted_data_keys: int | None) -> Message:
+    header, auth = _parse_header(cur, max_encrypted_data_keys)
     body: tuple[Frame, ...] | NonFramedBody
     body = _parse_frames(cur, header.frame_length) if header.framed else _parse_non_framed(cur)
-    footer = None
-    if header.suite.signed:
-        footer, cur.pos = parse_footer(cur.buf, cur.pos)
+    footer = _parse_footer(cur) if header.suite.signed else None
     if cur.pos != len(cur.buf):
         raise FormatError("end of message", cur.pos, f"{len(cur.buf) - cur.pos} trailing bytes after the message")
     return Message(header, auth, body, footer)
+
+
+def message_fields(buf: bytes | bytearray | memoryview) -> list[tuple[str, int, int]]:
+    """Every field of a well-formed message as (name, start, end), in order: what :func:`parse_message` reads,
+    under the names its errors use (the AAD is one field, "encryption context"). For tools that change
+    messages at a named field (the hostile vectors); raises as :func:`parse_message` does."""
+    cur = _Recorder(buf)
+    _parse_message(cur, None)
+    return cur.fields
+
+
+def header_fields(buf: bytes | bytearray | memoryview) -> list[tuple[str, int, int]]:
+    """The same for the header alone (header body and header authentication), as :func:`parse_header` reads it."""
+    cur = _Recorder(buf)
+    _parse_header(cur, None)
+    return cur.fields
 
 
 def serialize_message(message: Message) -> bytes:

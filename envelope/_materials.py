@@ -5,9 +5,10 @@ The caching manager (the data-key cache) lives in :mod:`envelope._cache` and wra
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -24,6 +25,8 @@ __all__ = [
     "EncryptionMaterials",
     "EncryptionRequest",
     "MaterialsManager",
+    "ReadsAhead",
+    "reads_ahead",
 ]
 
 #: "no key could open the data key" names at most this many of the message's EDKs (a message may hold 256).
@@ -58,7 +61,6 @@ class DecryptionRequest:
 class DecryptionMaterials:
     suite: AlgorithmSuite
     data_key: bytes = field(repr=False)
-    verification_key: str | None = None  # base64 compressed point from the context
 
 
 @runtime_checkable
@@ -66,6 +68,27 @@ class MaterialsManager(Protocol):
     def get_encryption_materials(self, request: EncryptionRequest) -> EncryptionMaterials: ...
 
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials: ...
+
+
+@runtime_checkable
+class ReadsAhead(Protocol):
+    """A materials manager that wants ``encrypt_stream`` to learn unknown plaintext lengths by reading ahead
+    (the caching manager: it can serve a message from the cache only when it knows its length)."""
+
+    def read_ahead_limit(self, request: EncryptionRequest) -> int | None: ...
+
+
+def reads_ahead(manager: object) -> TypeGuard[ReadsAhead]:
+    """Whether ``manager`` implements :class:`ReadsAhead`: the protocol's structural check, made once per class
+    (an ``isinstance`` against a runtime-checkable protocol costs ~10 us, a lot next to a small message)."""
+    cls = type(manager)
+    found = _READS_AHEAD.get(cls)
+    if found is None:
+        found = _READS_AHEAD[cls] = issubclass(cls, ReadsAhead)
+    return found
+
+
+_READS_AHEAD: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 class DefaultMaterialsManager:
@@ -89,28 +112,32 @@ class DefaultMaterialsManager:
             signing_key = signer.private_key
             context[PUBLIC_KEY_CONTEXT_KEY] = signer.public_key_b64
         data_key, edks = self.keyring.wrap(suite, context)
-        if len(data_key) != suite.key_length:
-            raise KeyringError(f"{self.keyring} returned a {len(data_key)}-byte data key; "
-                               f"suite {suite.hex_id} needs {suite.key_length}")
+        self._check_data_key(suite, data_key)
         if not edks:
             raise KeyringError(f"{self.keyring} produced no encrypted data key")
         return EncryptionMaterials(suite, data_key, tuple(edks), context, signing_key)
 
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials:
+        # the signing-key rules of the context were checked before any manager was asked (api._open_message)
         suite = request.suite
-        verification_key = check_signing_context(suite, request.context)
         try:
             data_key = self.keyring.unwrap(suite, request.context, request.encrypted_data_keys)
         except KeyringError as exc:
             raise no_key_error(exc, request.encrypted_data_keys) from None
-        if len(data_key) != suite.key_length:
-            raise KeyringError(f"{self.keyring} returned a {len(data_key)}-byte data key; "
-                               f"suite {suite.hex_id} needs {suite.key_length}")
-        return DecryptionMaterials(suite, data_key, verification_key)
+        self._check_data_key(suite, data_key)
+        return DecryptionMaterials(suite, data_key)
+
+    def _check_data_key(self, suite: AlgorithmSuite, data_key: bytes) -> None:
+        """Any keyring, either direction: the key must fit the suite (built-in keyrings check it themselves too,
+        to name the EDK or the KMS answer)."""
+        problem = suite.data_key_error(data_key)
+        if problem is not None:
+            raise KeyringError(f"{self.keyring} returned {problem}")
 
 
 def check_signing_context(suite: AlgorithmSuite, context: Mapping[str, str]) -> str | None:
-    """Section 4 consistency rules: signed suites carry the public key, unsigned suites must not."""
+    """Section 4 consistency rules: signed suites carry the public key, unsigned suites must not. Returns the
+    key (base64). The decrypt API runs it once per message, before any materials manager is called."""
     public_key = context.get(PUBLIC_KEY_CONTEXT_KEY)
     if suite.signed and public_key is None:
         raise FormatError("encryption context", 0,

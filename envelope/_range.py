@@ -23,14 +23,22 @@ from ._api import (  # the header steps of decrypt_stream, shared
     _open_message,
     read_header,
 )
-from ._format import FINAL_FRAME_MARKER, Header, serialize_header_auth
+from ._format import (
+    FINAL_FRAME_MARKER,
+    FINAL_LENGTH,
+    FINAL_OVERHEAD,
+    FINAL_PREFIX,
+    MAX_REGULAR_FRAMES,
+    REGULAR_OVERHEAD,
+    Header,
+    check_final_sequence,
+    regular_frames,
+    serialize_header_auth,
+)
 from ._keyrings.base import Keyring
 from ._materials import MaterialsManager
 from ._stream import (
     BATCH_BYTES,
-    FINAL_OVERHEAD,
-    MAX_FRAMES,
-    REGULAR_OVERHEAD,
     Source,
     _open_batch,
     _open_final,
@@ -186,7 +194,7 @@ def decrypt_range(
     if body < FINAL_OVERHEAD:
         raise TruncatedError("final frame", h, h + FINAL_OVERHEAD)
     regular, last_length = divmod(body - FINAL_OVERHEAD, r)
-    if last_length > f or regular > MAX_FRAMES:
+    if last_length > f or regular > MAX_REGULAR_FRAMES:
         raise FormatError("end of message", size, f"a framed body of frame length {f} cannot end here: the "
                           "message was truncated or has bytes appended")
     final_at = h + regular * r
@@ -202,15 +210,14 @@ def decrypt_range(
         if fetch_end is not None:
             fetch_end(base + final_at + len(frame))
         _read_at(source, base + final_at, frame, "final frame", final_at)
-        marker, seq, length = (int.from_bytes(frame[i:i + 4], "big") for i in (0, 4, 20))
+        marker, seq, _, length = FINAL_PREFIX.unpack_from(frame)  # the IV is read, not checked: section 3.1
         if marker != FINAL_FRAME_MARKER:
             raise FormatError("sequence number", final_at, "is not the final frame marker where the message's size "
                               "puts the final frame: the message was truncated or has bytes appended")
-        if seq != regular + 1:
-            raise FormatError("final frame sequence number", final_at + 4, f"is {seq}, expected {regular + 1}")
+        check_final_sequence(seq, regular + 1, final_at)
         if length != last_length:
-            raise FormatError("final frame content length", final_at + 20, f"is {length}, but the message's size "
-                              f"leaves {last_length} bytes for it")
+            raise FormatError("final frame content length", final_at + FINAL_LENGTH,
+                              f"is {length}, but the message's size leaves {last_length} bytes for it")
         plain = bytearray(length)
         _open_final(aead, message_id, frame, memoryview(plain), seq, length)
         frames += 1
@@ -237,10 +244,9 @@ def decrypt_range(
             at = h + index * r
             view = inbuf[:count * r]
             _read_at(source, base + at, view, "frame", at)
-            for i in range(count):
-                seq = int.from_bytes(view[i * r:i * r + 4], "big")
-                if seq != index + i + 1:
-                    raise FormatError("sequence number", at + i * r, f"is {seq}, expected {index + i + 1}")
+            if regular_frames(view, f, index + 1, at) != count:  # checks each frame's sequence number
+                raise FormatError("sequence number", at, "a final frame marker stands where the message's size puts "
+                                  "a regular frame: the message was truncated or has bytes appended")
             _open_batch(aead, message_id, f, view, outbuf, index + 1, count)
             frames += count
             lo = max(start, index * f) - index * f

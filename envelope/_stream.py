@@ -18,7 +18,6 @@ from __future__ import annotations
 import mmap
 import os
 import queue
-import struct
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -27,34 +26,60 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._format import (
+    BODY_AAD_TAIL,
+    FINAL_CONTENT,
     FINAL_FRAME_MARKER,
     FINAL_FRAME_STRING,
+    FINAL_IV,
+    FINAL_LENGTH,
+    FINAL_OVERHEAD,
+    FINAL_PREFIX,
+    FINAL_SEQUENCE,
     FRAME_STRING,
-    MAX_NON_FRAMED_LENGTH,
+    IV_LENGTH,
+    NON_FRAMED_CONTENT,
+    NON_FRAMED_LENGTH,
+    REGULAR_CONTENT,
+    REGULAR_IV,
+    REGULAR_OVERHEAD,
+    REGULAR_PREFIX,
+    SEQUENCE_NUMBER,
     SINGLE_BLOCK_STRING,
+    TAG_LENGTH,
+    U32,
+    U64,
+    WRITER_IV,
     body_aad,
+    check_final_length,
+    check_final_sequence,
+    check_frame_count,
+    check_non_framed_length,
+    cut_frame_error,
+    regular_frames,
+    sequence_error,
 )
-from .errors import AuthenticationError, FormatError, PolicyError, TruncatedError, UsageError
+from .errors import AuthenticationError, PolicyError, TruncatedError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-__all__ = ["BATCH_BYTES", "Source", "default_threads", "open_framed", "open_non_framed", "seal_framed"]
+__all__ = [
+    "BATCH_BYTES",
+    "Source",
+    "default_threads",
+    "open_buffer",
+    "open_framed",
+    "open_non_framed",
+    "seal_buffer",
+    "seal_framed",
+    "sealed_length",
+    "write_all",
+]
 
 #: Bytes of plaintext per batch (rounded to whole frames, at least one frame).
 BATCH_BYTES = 4 * 1024 * 1024
 #: Inputs shorter than this (and than one frame) take a path without batch buffers or threads.
 SMALL_INPUT = 64 * 1024
-TAG = 16
-REGULAR_OVERHEAD = 4 + 12 + TAG  # sequence number, IV, tag
-FINAL_OVERHEAD = 4 + 4 + 12 + 4 + TAG  # marker, sequence number, IV, length, tag
-MAX_FRAMES = FINAL_FRAME_MARKER - 1  # regular frames; the final frame may carry 2^32 - 1
-
-_SEQ = struct.Struct(">I")
-_IV = struct.Struct(">8xI")  # writer IV: 8 zero bytes || UInt32 sequence number
-_REGULAR_PREFIX = struct.Struct(">I8xI")  # sequence number, IV
-_FINAL_PREFIX = struct.Struct(">II8xII")  # marker, sequence number, IV, content length
-_SEQ_LEN = struct.Struct(">IQ")
 
 Write = Callable[[Any], Any]
 
@@ -164,11 +189,6 @@ def write_all(write: Write, data: memoryview | bytes) -> None:
         written += more
 
 
-def _check_frame_length(frame_length: int) -> None:
-    if not 0 < frame_length <= 2**31 - 1:
-        raise UsageError("frame length must be between 1 and 2^31 - 1 bytes (the largest any ESDK reads)")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the pipeline shared by both directions
 
@@ -258,12 +278,15 @@ class _Stopped(Exception):
     """Marks a pipeline torn down by an error on the caller's side."""
 
 
-def _slot_count(frame_length: int, threads: int) -> tuple[int, int]:
-    """(frames per batch, buffer slots). Frames larger than a batch run serially in one slot.
+def _per_batch(frame_length: int) -> int:
+    """Regular frames per batch. A batch is sized by its wire bytes (each frame adds 32 bytes), so tiny frame
+    lengths cannot blow the buffers up: at frame length 1, sizing by plaintext would map 132 MiB per slot."""
+    return max(1, BATCH_BYTES // (frame_length + REGULAR_OVERHEAD))
 
-    A batch is sized by its wire bytes (each frame adds 32 bytes), so tiny frame lengths cannot blow the
-    buffers up: at frame length 1, sizing by plaintext would map 132 MiB per slot."""
-    per_batch = max(1, BATCH_BYTES // (frame_length + REGULAR_OVERHEAD))
+
+def _slot_count(frame_length: int, threads: int) -> tuple[int, int]:
+    """(frames per batch, buffer slots). Frames larger than a batch run serially in one slot."""
+    per_batch = _per_batch(frame_length)
     if frame_length > BATCH_BYTES:
         return per_batch, 1
     return per_batch, threads + 2 if threads else 1
@@ -277,23 +300,27 @@ def _seal_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryv
                 first_seq: int, final: bool) -> int:
     """Seal ``src`` into ``out`` as regular frames, plus the final frame when ``final``; returns bytes out."""
     f = frame_length
+    r = f + REGULAR_OVERHEAD
     frame_aad = message_id + FRAME_STRING
     full = len(src) // f
+    # bound once: the loop runs per frame
+    pack_prefix, writer_iv, aad_tail, encrypt_into = REGULAR_PREFIX.pack_into, WRITER_IV.pack, BODY_AAD_TAIL.pack, \
+        aead.encrypt_into
+    content = REGULAR_CONTENT
     o = 0
     seq = first_seq
     for i in range(full):
-        _REGULAR_PREFIX.pack_into(out, o, seq, seq)
-        aead.encrypt_into(_IV.pack(seq), src[i * f:(i + 1) * f], frame_aad + _SEQ_LEN.pack(seq, f),
-                          out[o + 16:o + 32 + f])
-        o += f + REGULAR_OVERHEAD
+        pack_prefix(out, o, seq, seq)
+        encrypt_into(writer_iv(seq), src[i * f:(i + 1) * f], frame_aad + aad_tail(seq, f), out[o + content:o + r])
+        o += r
         seq += 1
     if final:
         rest = src[full * f:]
-        r = len(rest)
-        _FINAL_PREFIX.pack_into(out, o, FINAL_FRAME_MARKER, seq, seq, r)
-        aead.encrypt_into(_IV.pack(seq), rest, body_aad(message_id, FINAL_FRAME_STRING, seq, r),
-                          out[o + 24:o + 24 + r + TAG])
-        o += r + FINAL_OVERHEAD
+        n = len(rest)
+        FINAL_PREFIX.pack_into(out, o, FINAL_FRAME_MARKER, seq, seq, n)
+        encrypt_into(writer_iv(seq), rest, body_aad(message_id, FINAL_FRAME_STRING, seq, n),
+                     out[o + FINAL_CONTENT:o + FINAL_CONTENT + n + TAG_LENGTH])
+        o += n + FINAL_OVERHEAD
     return o
 
 
@@ -303,9 +330,9 @@ def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
 
     Every full frame is a regular frame; what is left, possibly nothing, is the final frame (the layout the
     ESDK for Python writes). ``length_hint`` (the expected plaintext length, if known) only sizes the first
-    read. Returns (plaintext bytes, body bytes written).
+    read. Returns (plaintext bytes, body bytes written). ``frame_length`` is one the API accepted
+    (:func:`envelope._format.check_frame_length`).
     """
-    _check_frame_length(frame_length)
     f = frame_length
     # Small inputs (the data-key cache's many small messages) are sealed from one small read, without mapping
     # batch buffers or starting threads.
@@ -343,9 +370,7 @@ def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
             totals[0] += n
             final = n < len(inbuf)
             frames = n // f + (1 if final else 0)
-            if seq + frames - 1 > (FINAL_FRAME_MARKER if final else MAX_FRAMES):
-                raise UsageError(f"the plaintext needs more than 2^32 - 1 frames of {f} bytes; "
-                                 "use a larger frame length")
+            check_frame_count(seq + frames - 1, final, f)
             pipeline.submit(slot, final, _seal_batch, aead, message_id, f, memoryview(inbuf)[:n],
                             memoryview(outbuf), seq, final)
             seq += frames
@@ -367,13 +392,15 @@ def _open_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryv
     f = frame_length
     r = f + REGULAR_OVERHEAD
     frame_aad = message_id + FRAME_STRING
+    aad_tail, decrypt_into = BODY_AAD_TAIL.pack, aead.decrypt_into  # bound once: the loop runs per frame
+    iv, content = REGULAR_IV, REGULAR_CONTENT
     for i in range(count):
         o = i * r
         seq = first_seq + i
         try:
             # the IV stored in the frame is used as is (section 3.1: readers must not assume the writer's IV)
-            aead.decrypt_into(src[o + 4:o + 16], src[o + 16:o + r], frame_aad + _SEQ_LEN.pack(seq, f),
-                              out[i * f:(i + 1) * f])
+            decrypt_into(src[o + iv:o + content], src[o + content:o + r], frame_aad + aad_tail(seq, f),
+                         out[i * f:(i + 1) * f])
         except InvalidTag:
             raise AuthenticationError(f"frame {seq} failed to authenticate (the message was changed)") from None
     return count * f
@@ -404,9 +431,9 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
         while True:
             # Peek at the next sequence number: a message whose body is only a final frame never allocates
             # buffers for the (possibly large) regular frame length.
-            head = src.read_exact(4, "sequence number")
+            head = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
             src.unread(head)
-            if _SEQ.unpack(head)[0] == FINAL_FRAME_MARKER:
+            if SEQUENCE_NUMBER.unpack(head)[0] == FINAL_FRAME_MARKER:
                 break
             if not slots:
                 slots = [(alloc_buffer(per_batch * r), alloc_buffer(per_batch * f)) for _ in range(nslots)]
@@ -414,14 +441,7 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
             inbuf = slots[slot][0]
             batch_start = src.position
             n = src.readinto(inbuf)
-            count = 0
-            for i in range(n // r):
-                seq = _SEQ.unpack_from(inbuf, i * r)[0]
-                if seq == FINAL_FRAME_MARKER:
-                    break
-                if seq != expected + i:
-                    raise FormatError("sequence number", batch_start + i * r, f"is {seq}, expected {expected + i}")
-                count += 1
+            count = regular_frames(inbuf[:n], f, expected, batch_start)
             used = count * r
             if used < n:
                 src.unread(memoryview(inbuf)[used:n])
@@ -441,35 +461,28 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
 
     # the final frame
     start = src.position
-    head = src.read_exact(4, "sequence number")
-    first = _SEQ.unpack(head)[0]
+    marker = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
+    first = SEQUENCE_NUMBER.unpack(marker)[0]
     if first != FINAL_FRAME_MARKER:
         if first != expected:
-            raise FormatError("sequence number", start, f"is {first}, expected {expected}")
+            raise sequence_error(first, expected, start)
         # fewer than r bytes are left (a whole frame would have gone into a batch): name the field they end in
-        have, chunk = 4, memoryview(bytearray(min(r, 1 << 16)))
+        have, chunk = len(marker), memoryview(bytearray(min(r, 1 << 16)))
         while have < r and (got := src.readinto(chunk[:min(len(chunk), r - have)])):
             have += got
-        for name, field_start, field_end in (("frame IV", start + 4, start + 16),
-                                             ("frame content", start + 16, start + 16 + f)):
-            if start + have < field_end:
-                raise TruncatedError(name, field_start, start + r)
-        raise TruncatedError("frame tag", start + 16 + f, start + r)
-    rest = src.read_exact(20, "final frame header")
-    seq, = _SEQ.unpack_from(rest, 0)
-    if seq != expected:
-        raise FormatError("final frame sequence number", start + 4, f"is {seq}, expected {expected}")
-    length, = _SEQ.unpack_from(rest, 16)
-    if length > f:
-        raise FormatError("final frame content length", start + 20,
-                          f"is {length}, longer than the frame length {f}")
-    content = src.read_exact(length + TAG, "final frame content")
+        raise cut_frame_error(start, have, f)
+    head = marker + src.read_exact(FINAL_CONTENT - FINAL_SEQUENCE, "final frame header")
+    seq = SEQUENCE_NUMBER.unpack_from(head, FINAL_SEQUENCE)[0]
+    check_final_sequence(seq, expected, start)
+    length = U32.unpack_from(head, FINAL_LENGTH)[0]
+    check_final_length(length, f, start)
+    content = src.read_exact(length + TAG_LENGTH, "final frame content")
     if hasher is not None:
         hasher.update(head)
-        hasher.update(rest)
         hasher.update(content)
     try:
-        plaintext = aead.decrypt(rest[4:16], content, body_aad(message_id, FINAL_FRAME_STRING, seq, length))
+        plaintext = aead.decrypt(head[FINAL_IV:FINAL_LENGTH], content,
+                                 body_aad(message_id, FINAL_FRAME_STRING, seq, length))
     except InvalidTag:
         raise AuthenticationError(f"final frame {seq} failed to authenticate (the message was changed)") from None
     finish()
@@ -481,19 +494,18 @@ def open_non_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, 
                     max_length: int, hasher: Hasher | None = None) -> int:
     """Section 3.2: the whole body is one block, so it is held until its tag (and signature) verify."""
     start = src.position
-    head = src.read_exact(20, "body IV and content length")
-    length = struct.unpack_from(">Q", head, 12)[0]
-    if length > MAX_NON_FRAMED_LENGTH:
-        raise FormatError("body content length", start + 12, f"is {length}, above the limit of 2^36 - 32")
+    head = src.read_exact(NON_FRAMED_CONTENT, "body IV and content length")
+    length = U64.unpack_from(head, NON_FRAMED_LENGTH)[0]
+    check_non_framed_length(length, start + NON_FRAMED_LENGTH)
     if length > max_length:
         raise PolicyError(f"the non-framed body is {length} bytes; the limit for one block is {max_length} "
                           "(raise max_frame_length, or --max-frame-length, to read it)")
-    content = src.read_exact(length + TAG, "body content")
+    content = src.read_exact(length + TAG_LENGTH, "body content")
     if hasher is not None:
         hasher.update(head)
         hasher.update(content)
     try:
-        plaintext = aead.decrypt(head[:12], content, body_aad(message_id, SINGLE_BLOCK_STRING, 1, length))
+        plaintext = aead.decrypt(head[:IV_LENGTH], content, body_aad(message_id, SINGLE_BLOCK_STRING, 1, length))
     except InvalidTag:
         raise AuthenticationError("the message body failed to authenticate (the message was changed)") from None
     finish()
@@ -529,12 +541,10 @@ def seal_buffer(aead: AESGCM, message_id: bytes, frame_length: int, data: memory
                 workers: int = 1) -> int:
     """Seal all of ``data`` straight into ``out`` (``sealed_length`` bytes): the same frames as
     :func:`seal_framed`, without reading through buffers; runs of frames go to ``workers`` threads."""
-    _check_frame_length(frame_length)
     f = frame_length
     full = len(data) // f
-    if full + 1 > FINAL_FRAME_MARKER:
-        raise UsageError(f"the plaintext needs more than 2^32 - 1 frames of {f} bytes; use a larger frame length")
-    per = max(1, BATCH_BYTES // (f + REGULAR_OVERHEAD))
+    check_frame_count(full + 1, True, f)
+    per = _per_batch(f)
     jobs: list[tuple[Callable[..., int], tuple[Any, ...]]] = []
     for start in range(0, full, per):
         count = min(per, full - start)
@@ -547,50 +557,21 @@ def seal_buffer(aead: AESGCM, message_id: bytes, frame_length: int, data: memory
     return sealed_length(len(data), f)
 
 
-def scan_framed(data: memoryview, frame_length: int) -> tuple[int, int, int] | None:
-    """Walk a framed body held in memory: (regular frames, final frame content length, body length).
-
-    Returns None at anything irregular (a wrong sequence number, a final frame too long, input that ends
-    early): the caller then runs the streaming reader, which reports the exact field and offset.
-    """
-    f = frame_length
-    r = f + REGULAR_OVERHEAD
-    n = len(data)
-    count = 0
-    while True:
-        at = count * r
-        if at + 4 > n:
-            return None
-        seq = _SEQ.unpack_from(data, at)[0]
-        if seq == FINAL_FRAME_MARKER:
-            break
-        if seq != count + 1 or at + r > n:
-            return None
-        count += 1
-    if at + 24 > n:
-        return None
-    seq, length = _SEQ.unpack_from(data, at + 4)[0], _SEQ.unpack_from(data, at + 20)[0]
-    end = at + 24 + length + TAG
-    if seq != count + 1 or length > f or end > n:
-        return None
-    return count, length, end
-
-
 def open_buffer(aead: AESGCM, message_id: bytes, frame_length: int, data: memoryview, layout: tuple[int, int, int],
                 out: memoryview, *, workers: int = 1) -> int:
-    """Open every frame of a body that :func:`scan_framed` accepted, straight into ``out``.
+    """Open every frame of a body that :func:`envelope._format.framed_layout` accepted, straight into ``out``.
 
     Raises :class:`AuthenticationError` naming the earliest frame whose tag fails. Returns plaintext bytes.
     """
     f = frame_length
     r = f + REGULAR_OVERHEAD
     count, length, _ = layout
-    per = max(1, BATCH_BYTES // r)
+    per = _per_batch(f)
     jobs: list[tuple[Callable[..., int], tuple[Any, ...]]] = [
         (_open_batch, (aead, message_id, f, data[start * r:(start + min(per, count - start)) * r],
                        out[start * f:], start + 1, min(per, count - start)))
         for start in range(0, count, per)]
-    jobs.append((_open_final, (aead, message_id, data[count * r:count * r + 24 + length + TAG],
+    jobs.append((_open_final, (aead, message_id, data[count * r:count * r + FINAL_CONTENT + length + TAG_LENGTH],
                                out[count * f:count * f + length], count + 1, length)))
     _in_parallel(jobs, workers)
     return count * f + length
@@ -598,7 +579,8 @@ def open_buffer(aead: AESGCM, message_id: bytes, frame_length: int, data: memory
 
 def _open_final(aead: AESGCM, message_id: bytes, frame: memoryview, out: memoryview, seq: int, length: int) -> int:
     try:
-        aead.decrypt_into(frame[8:20], frame[24:], body_aad(message_id, FINAL_FRAME_STRING, seq, length), out)
+        aead.decrypt_into(frame[FINAL_IV:FINAL_LENGTH], frame[FINAL_CONTENT:],
+                          body_aad(message_id, FINAL_FRAME_STRING, seq, length), out)
     except InvalidTag:
         raise AuthenticationError(f"final frame {seq} failed to authenticate (the message was changed)") from None
     return length

@@ -66,6 +66,13 @@ class AlgorithmSuite:
     def hex_id(self) -> str:
         return f"0x{self.id:04x}"
 
+    def data_key_error(self, data_key: bytes) -> str | None:
+        """The one data-key length rule: None when ``data_key`` fits this suite, else what is wrong with it
+        ("a 16-byte data key; suite 0x0478 needs 32"), for the caller's error of its own class."""
+        if len(data_key) == self.key_length:
+            return None
+        return f"a {len(data_key)}-byte data key; suite {self.hex_id} needs {self.key_length}"
+
 
 _ROWS = [
     (0x0014, "AES_128_GCM_IV12_TAG16", "AES_128_GCM_IV12_TAG16_NO_KDF", 16, "identity", None, None, 1),

@@ -2,8 +2,8 @@
 
 - :mod:`fuzz.targets`: the checks a fuzzer runs on every input (header parser, full decrypt from bytes);
   run under atheris by ``python -m fuzz run TARGET`` and under hypothesis by ``tests/format/test_fuzz.py``.
-- :mod:`fuzz.vectors`: the hostile vector files in ``tests/vectors/hostile/`` (one case per file, in the
-  style of age's testkit): their format, and the generator of the seed set (``python -m fuzz vectors``).
+- ``python -m fuzz vectors``: lists, regenerates or adds to the hostile vector files in
+  ``tests/vectors/hostile/``, whose format and seed set live in :mod:`testkit.vectors`.
 
 See ``python -m fuzz --help`` and SECURITY.md ("Fuzzing").
 """

@@ -10,7 +10,7 @@
 caps each input at 8 KiB, and treats a Python exception that is not an ``envelope.errors`` class, a failed
 assertion, an input taking more than 10 s or a process above 1 GiB RSS as a crash. libFuzzer writes the input
 to ``ARTIFACTS/crash-<sha1>`` (default: ``./fuzz-artifacts``); turn it into a regression vector with
-``vectors --add``, fix the bug, and the vector keeps it fixed (tests/api/test_regressions.py runs every file).
+``vectors --add``, fix the bug, and the vector keeps it fixed (tests/api/test_tamper.py runs every file).
 Arguments after ``--`` go to libFuzzer as they are (``-- -jobs=2 -workers=2``).
 """
 
@@ -32,7 +32,8 @@ def _run(target: str, seconds: int, runs: int | None, corpus: str | None, artifa
         sys.exit("python -m fuzz run needs atheris: pip install -e '.[fuzz]' (the test suite runs the same targets "
                  "under hypothesis without it)")
     with atheris.instrument_imports(include=["envelope", "fuzz"]):
-        from fuzz import targets, vectors
+        from fuzz import targets
+        from testkit import vectors
 
     folder = Path(corpus) if corpus else Path(tempfile.mkdtemp(prefix=f"envelope-fuzz-{target}-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ def _run(target: str, seconds: int, runs: int | None, corpus: str | None, artifa
 
 
 def _vectors(write: bool, add: str | None, expect: str | None, description: str | None, name: str | None) -> None:
-    from fuzz import vectors
+    from testkit import vectors
 
     if add is not None:
         if not expect or not description:

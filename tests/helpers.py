@@ -1,4 +1,5 @@
-"""Shared helpers for the core tests: ESDK master-key builders, a static test keyring, message layout.
+"""Shared helpers for the core tests: ESDK master-key builders, test keyrings, RSA keys, the CLI's temporary
+outputs. Writing and changing messages is in the ``testkit`` package (shared with fuzz/ and benchmarks/).
 
 Nothing here is a fixture; test modules import what they need (``from helpers import ...``).
 """
@@ -6,10 +7,8 @@ Nothing here is a fixture; test modules import what they need (``from helpers im
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import envelope
 from envelope._format import EncryptedDataKey
 from envelope._suites import SUITES, AlgorithmSuite
 from envelope.errors import KeyringError
+from testkit.messages import STATIC_EDK
 
 ALL_SUITE_IDS = sorted(SUITES)
 COMMITTING_IDS = [s for s in ALL_SUITE_IDS if SUITES[s].committing]
@@ -115,9 +115,6 @@ def esdk_decrypt(message: bytes, master_key: MasterKeyProvider) -> tuple[bytes, 
 # keyrings for tests
 
 
-STATIC_EDK = EncryptedDataKey("static", b"static-info", b"static-ciphertext")
-
-
 @dataclass
 class StaticKeyring:
     """Returns a fixed data key: for the known-answer vectors, whose EDKs need AWS KMS or a test provider.
@@ -160,137 +157,6 @@ class CountingKeyring:
                ) -> bytes:
         self.calls.append("unwrap")
         return self.inner.unwrap(suite, context, edks)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# byte-level helpers
-
-
-def flip_bit(data: bytes, bit: int) -> bytes:
-    out = bytearray(data)
-    out[bit // 8] ^= 0x80 >> (bit % 8)
-    return bytes(out)
-
-
-def replace_at(data: bytes, offset: int, new: bytes) -> bytes:
-    return data[:offset] + new + data[offset + len(new):]
-
-
-def field_map(message: bytes) -> list[tuple[str, int, int]]:
-    """Walk a well-formed message and list every field as (name, start, end), in order.
-
-    An implementation of sections 1, 3, 4 and 7.1 written independently of ``envelope._format``, used to
-    check the field names and offsets that the parser reports. The AAD is one field ("encryption context").
-    """
-    fields: list[tuple[str, int, int]] = []
-    pos = 0
-
-    def take(name: str, n: int) -> bytes:
-        nonlocal pos
-        fields.append((name, pos, pos + n))
-        pos += n
-        return message[pos - n:pos]
-
-    def u(name: str, n: int) -> int:
-        return int.from_bytes(take(name, n), "big")
-
-    version = u("version", 1)
-    if version == 1:
-        take("type", 1)
-    suite = SUITES[u("algorithm suite ID", 2)]
-    take("message ID", suite.message_id_length)
-    take("encryption context", u("AAD length", 2))
-    for _ in range(u("encrypted data key count", 2)):
-        take("key provider ID", u("key provider ID length", 2))
-        take("key provider info", u("key provider info length", 2))
-        take("encrypted data key", u("encrypted data key length", 2))
-    framed = u("content type", 1) == 2
-    if version == 1:
-        take("reserved", 4)
-        take("IV length", 1)
-    frame_length = u("frame length", 4)
-    if version == 2:
-        take("commitment key", 32)
-    else:
-        take("header IV", 12)
-    take("header authentication tag", 16)
-    if framed:
-        while True:
-            if u("sequence number", 4) == 0xFFFFFFFF:
-                take("final frame sequence number", 4)
-                take("final frame IV", 12)
-                take("final frame content", u("final frame content length", 4))
-                take("final frame tag", 16)
-                break
-            take("frame IV", 12)
-            take("frame content", frame_length)
-            take("frame tag", 16)
-    else:
-        take("body IV", 12)
-        take("body content", u("body content length", 8))
-        take("body tag", 16)
-    if suite.signed:
-        take("signature", u("signature length", 2))
-    assert pos == len(message), "field_map walked past or short of the message"
-    return [f for f in fields if f[2] > f[1]]
-
-
-def field_at(fields: list[tuple[str, int, int]], name: str, occurrence: int = 0) -> tuple[int, int]:
-    """(start, end) of the ``occurrence``-th field called ``name``."""
-    found = [(s, e) for n, s, e in fields if n == name]
-    return found[occurrence]
-
-
-def u16(n: int) -> bytes:
-    return struct.pack(">H", n)
-
-
-def u32(n: int) -> bytes:
-    return struct.pack(">I", n)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# a minimal writer built from the format and crypto layers, for messages envelope.encrypt never produces
-
-
-def build_message(suite: AlgorithmSuite, data_key: bytes, chunks: Sequence[bytes], *,
-                  context: Mapping[str, str] | None = None, frame_length: int | None = None,
-                  header_iv: bytes = bytes(12), iv_for: Callable[[int], bytes] | None = None,
-                  non_framed: bool = False, unsorted_context: bool = False,
-                  edks: Sequence[EncryptedDataKey] = (STATIC_EDK,),
-                  keyring: envelope.Keyring | None = None, public_key: str | None = None) -> bytes:
-    """A message whose body holds one frame per chunk, the last chunk in the final frame.
-
-    ``iv_for(sequence_number)`` picks frame IVs (default: the writer's 8 zero bytes || UInt32(seq));
-    ``header_iv`` is stored in a v1 header; ``unsorted_context`` writes the AAD entries in reverse order;
-    ``non_framed`` writes the one chunk as a non-framed body (section 3.2). Signed suites get a fresh key.
-    With ``keyring``, the data key is wrapped by it (for the final context) instead of using ``edks``.
-    ``public_key`` replaces the aws-crypto-public-key value of a signed suite (to write a broken one).
-    """
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-
-    from envelope import _crypto as crypto
-    from fuzz.vectors import write_message
-
-    context = dict(context or {})
-    signing_key = None
-    if suite.signed:
-        signing_key = ec.generate_private_key(ec.SECP256R1() if suite.curve == "p256" else ec.SECP384R1())
-        context[crypto.PUBLIC_KEY_CONTEXT_KEY] = public_key or crypto.encode_public_key(signing_key.public_key())
-    if keyring is not None:
-        edks = keyring.wrap(suite, context, data_key)[1]
-    sign = None
-    if signing_key is not None:
-        hash_type = hashes.SHA256 if suite.curve == "p256" else hashes.SHA384
-
-        def sign(data: bytes) -> bytes:  # a plain ECDSA signature, of whatever DER length it comes out
-            digest = hashlib.new(hash_type.name, data).digest()
-            return signing_key.sign(digest, ec.ECDSA(Prehashed(hash_type())))
-
-    return write_message(suite, data_key, context, edks, chunks, frame_length=frame_length, header_iv=header_iv,
-                         iv_for=iv_for, non_framed=non_framed, unsorted_context=unsorted_context, sign=sign)
 
 
 # ---------------------------------------------------------------------------------------------------------

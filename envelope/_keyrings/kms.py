@@ -310,6 +310,15 @@ def _blob(response: Mapping[str, Any], field: str, operation: str, key: str) -> 
     return bytes(value)
 
 
+def _data_key(suite: AlgorithmSuite, response: Mapping[str, Any], operation: str, key: str) -> bytes:
+    """The plaintext data key of a GenerateDataKey or Decrypt answer, checked against the suite (section 7.4)."""
+    data_key = _blob(response, "Plaintext", operation, key)
+    problem = suite.data_key_error(data_key)
+    if problem is not None:
+        raise KmsError(f"AWS KMS {operation} with {key} returned {problem}", key_id=key, code="WrongKeyLength")
+    return data_key
+
+
 def _response_arn(response: Mapping[str, Any], operation: str, key: str) -> KmsArn:
     value = response.get("KeyId")
     arn = try_parse_arn(value) if isinstance(value, str) else None
@@ -384,11 +393,7 @@ class _KmsBase:
         if response.get("KeyId") != key_arn:
             raise KmsError(f"AWS KMS answered Decrypt for {key_arn} with another key ({response.get('KeyId')})",
                            key_id=key_arn, code="KeyIdMismatch")
-        plaintext = _blob(response, "Plaintext", "Decrypt", key_arn)
-        if len(plaintext) != suite.key_length:
-            raise KmsError(f"AWS KMS Decrypt with {key_arn} returned a {len(plaintext)}-byte data key; suite "
-                           f"{suite.hex_id} needs {suite.key_length}", key_id=key_arn, code="WrongKeyLength")
-        return plaintext
+        return _data_key(suite, response, "Decrypt", key_arn)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -451,11 +456,7 @@ class KmsKeyring(_KmsBase):
                 operation = "GenerateDataKey"
                 response = _call(client, operation, label, _params(context, self.grant_tokens, KeyId=identifier,
                                                                    NumberOfBytes=suite.key_length))
-                data_key = _blob(response, "Plaintext", operation, label)
-                if len(data_key) != suite.key_length:
-                    raise KmsError(f"AWS KMS GenerateDataKey with {label} returned a {len(data_key)}-byte data key;"
-                                   f" suite {suite.hex_id} needs {suite.key_length}", key_id=label,
-                                   code="WrongKeyLength")
+                data_key = _data_key(suite, response, operation, label)
             else:
                 operation = "Encrypt"
                 response = _call(client, operation, label,

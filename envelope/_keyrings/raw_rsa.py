@@ -112,7 +112,7 @@ class RawRsaKeyring:
             except ValueError:
                 attempts.append(f"{describe_edk(edk)}: RSA decryption failed (wrong key or padding)")
                 continue
-            if len(data_key) != suite.key_length:
+            if suite.data_key_error(data_key) is not None:
                 attempts.append(f"{describe_edk(edk)}: unwrapped key has the wrong length")
                 continue
             return data_key

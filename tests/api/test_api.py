@@ -16,10 +16,6 @@ from helpers import (
     encrypt_policy,
     esdk_aes_key,
     esdk_encrypt,
-    field_map,
-    flip_bit,
-    replace_at,
-    u32,
 )
 
 import envelope
@@ -33,6 +29,7 @@ from envelope.errors import (
     TruncatedError,
     UsageError,
 )
+from testkit.messages import field_map, flip_bit, replace_at, u32
 
 KEYRING = envelope.RawAesKeyring("ns", "api", bytes(range(32)))
 

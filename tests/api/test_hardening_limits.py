@@ -1,6 +1,6 @@
 """Hostile headers and bodies in bounded memory and time (issue 7; esdk-format.md section 9).
 
-Each case of benchmarks/hostile.py declares something huge (65,535 EDKs, 65,535-byte EDK fields, a 64 KiB
+Each case of testkit/hostile.py declares something huge (65,535 EDKs, 65,535-byte EDK fields, a 64 KiB
 context, frame length 2^32 - 1, a non-framed body of 2^36 bytes, a sequence-number gap or wrap) in a stream
 generated as it is read. Decrypt must refuse it with the right error, having read no more than the limit
 requires, without asking a keyring when the refusal comes from the header alone, and without allocating in
@@ -21,10 +21,11 @@ from envelope_cli.app import app
 from typer.testing import CliRunner
 
 import envelope
-from benchmarks.hostile import CASES, Case, HostileSource, measure, run_case
 from envelope._api import DEFAULT_MAX_ENCRYPTED_DATA_KEYS, DEFAULT_MAX_FRAME_LENGTH, DEFAULT_MAX_HEADER_LENGTH
 from envelope._format import parse_header
-from fuzz.vectors import KEYRING
+from testkit.hostile import CASES, Case, measure, run_case
+from testkit.sources import HostileSource
+from testkit.vectors import KEYRING
 
 MiB = 1024 * 1024
 runner = CliRunner()

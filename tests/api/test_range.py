@@ -13,12 +13,13 @@ import os
 import random
 
 import pytest
-from helpers import READ_ANY, CountingKeyring, StaticKeyring, build_message, encrypt_policy, flip_bit
+from helpers import READ_ANY, CountingKeyring, StaticKeyring, encrypt_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import envelope
 from envelope._suites import SUITES
+from testkit.messages import build_message, flip_bit
 
 F = 64  # small frames: many frames in little data
 R = F + 32  # a regular frame on the wire

@@ -12,20 +12,13 @@ import struct
 
 import pytest
 from aws_encryption_sdk.internal.formatting.encryption_context import serialize_encryption_context
-from helpers import (
-    esdk_aes_key,
-    esdk_encrypt,
-    field_at,
-    field_map,
-    replace_at,
-    u16,
-    u32,
-)
+from helpers import esdk_aes_key, esdk_encrypt
 
 import envelope
 from envelope import _format as fmt
 from envelope._suites import SUITES
 from envelope.errors import FormatError, PolicyError, TruncatedError, UsageError
+from testkit.messages import field_at, field_map, replace_at, u16, u32
 
 KEY = bytes(range(32))
 KEYRING = envelope.RawAesKeyring("ns", "key", KEY)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from aws_fixtures import SMALL_PART_SIZE, AwsEnv, FaultProxy
 from aws_fixtures import TEST_BUCKET as BUCKET
-from helpers import flip_bit
 
 import envelope
 import envelope.s3 as s3
+from testkit.messages import flip_bit
 
 PART = SMALL_PART_SIZE
 FRAME = 4096

@@ -12,10 +12,10 @@ import os
 import pytest
 from aws_fixtures import SMALL_PART_SIZE, AwsEnv
 from aws_fixtures import TEST_BUCKET as BUCKET
-from helpers import flip_bit
 
 import envelope
 import envelope.s3 as s3
+from testkit.messages import flip_bit
 
 F = 4096
 R = F + 32

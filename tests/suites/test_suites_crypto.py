@@ -20,7 +20,6 @@ from helpers import (
     SIGNED_IDS,
     CountingKeyring,
     StaticKeyring,
-    build_message,
     encrypt_policy,
     esdk_aes_key,
     esdk_decrypt,
@@ -38,6 +37,7 @@ from envelope._materials import (
 )
 from envelope._suites import SUITES, AlgorithmSuite, CommitmentPolicy, resolve_policy, resolve_suite
 from envelope.errors import AuthenticationError, FormatError, PolicyError, UsageError
+from testkit.messages import build_message
 
 KEYRING = envelope.RawAesKeyring("ns", "suites", bytes(range(32)))
 P384_ORDER = int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16)

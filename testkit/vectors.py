@@ -17,7 +17,8 @@ A file is a few ``name: value`` lines, a blank line, then the message in base64 
 library's default limits otherwise (envelope.DEFAULT_MAX_*), so that the CLI gives the same answer.
 
 ``python -m fuzz vectors --write`` regenerates the seed set (:func:`seed_vectors`); ``python -m fuzz vectors
---add CRASH --expect ... --description ...`` turns an input a fuzzer found into a new regression vector.
+--add CRASH --expect ... --description ...`` turns an input a fuzzer found into a new regression vector
+(:func:`regression`). The seed messages are written by :func:`assemble`, on ``testkit.messages``.
 Messages hold random message IDs, IVs and signatures, so a regenerated file differs byte for byte from the
 committed one while testing the same case.
 """
@@ -28,8 +29,7 @@ import base64
 import hashlib
 import os
 import re
-import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,18 +39,24 @@ from envelope import _format as fmt
 from envelope._suites import SUITES, AlgorithmSuite
 from envelope.errors import AuthenticationError, EnvelopeError, FormatError, KeyringError, PolicyError
 
+from .messages import flip, layout, replace_at, write_message
+
 __all__ = [
     "EXPECT",
     "EXIT_CODES",
     "FOLDER",
     "KEY",
     "KEYRING",
+    "READ_ANY",
     "Vector",
     "assemble",
     "dump",
     "load",
     "load_all",
+    "plaintext",
+    "regression",
     "seed_vectors",
+    "write",
 ]
 
 FOLDER = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "hostile"
@@ -161,12 +167,12 @@ def load_all(folder: Path = FOLDER) -> list[Vector]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# a writer for messages envelope.encrypt never produces (sections 1, 3, 4), built on the format layer
+# the seed messages (sections 1, 3, 4), written with testkit.messages on the format layer
 
 
 def assemble(suite_id: int, chunks: Sequence[bytes], *, context: Mapping[str, str] = CONTEXT,
              extra_edks: Sequence[fmt.EncryptedDataKey] = (), edks_first: bool = False,
-             frame_length: int | None = None, non_framed: bool = False, header_iv: bytes = bytes(12),
+             frame_length: int | None = None, non_framed: bool = False, header_iv: bytes = bytes(fmt.IV_LENGTH),
              unsorted_context: bool = False, public_key: bool | None = None) -> bytes:
     """A message under :data:`KEYRING` (and :data:`OTHER`) with one frame per chunk, the last one final.
 
@@ -193,118 +199,8 @@ def assemble(suite_id: int, chunks: Sequence[bytes], *, context: Mapping[str, st
                          non_framed=non_framed, unsorted_context=unsorted_context, sign=sign)
 
 
-def write_message(suite: AlgorithmSuite, data_key: bytes, context: Mapping[str, str],
-                  edks: Sequence[fmt.EncryptedDataKey], chunks: Sequence[bytes], *, frame_length: int | None = None,
-                  header_iv: bytes = bytes(12), iv_for: Callable[[int], bytes] | None = None,
-                  non_framed: bool = False, unsorted_context: bool = False,
-                  sign: Callable[[bytes], bytes] | None = None) -> bytes:
-    """Write a message from its parts with the format layer: one frame per chunk, the last one final.
-
-    ``iv_for(sequence_number)`` picks frame IVs (default: the writer's 8 zero bytes || UInt32(seq));
-    ``header_iv`` is stored in a v1 header; ``unsorted_context`` writes the AAD entries in reverse order;
-    ``non_framed`` writes the one chunk as a non-framed body (section 3.2); ``sign(bytes)`` returns the
-    footer's signature over everything before it. Shared by the vector seeds and the tests' message builder.
-    """
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    message_id = os.urandom(suite.message_id_length)
-    key, commitment = crypto.derive_key(suite, data_key, message_id)
-    if frame_length is None:
-        frame_length = max([len(c) for c in chunks] + [1])
-    header = fmt.Header(suite.message_version, suite, message_id, context, tuple(edks),
-                        fmt.CONTENT_NON_FRAMED if non_framed else fmt.CONTENT_FRAMED,
-                        0 if non_framed else frame_length, commitment)
-    body = fmt.serialize_header_body(header)
-    if unsorted_context:
-        aad = fmt.serialize_context(context)
-        entries, pos = [], 2
-        while pos < len(aad):
-            end = pos + 2 + int.from_bytes(aad[pos:pos + 2], "big")
-            end += 2 + int.from_bytes(aad[end:end + 2], "big")
-            entries.append(aad[pos:end])
-            pos = end
-        at = body.index(aad)
-        body = body[:at] + aad[:2] + b"".join(reversed(entries)) + body[at + len(aad):]
-    iv = header_iv if suite.message_version == 1 else bytes(12)
-    aead = AESGCM(key)
-    out = bytearray(body + (iv if suite.message_version == 1 else b"") + crypto.header_tag(aead, iv, body))
-    iv_for = iv_for or (lambda seq: bytes(8) + seq.to_bytes(4, "big"))
-    if non_framed:
-        (chunk,) = chunks
-        block_iv = iv_for(1)
-        sealed = aead.encrypt(block_iv, chunk, fmt.body_aad(message_id, fmt.SINGLE_BLOCK_STRING, 1, len(chunk)))
-        out += fmt.serialize_non_framed(fmt.NonFramedBody(block_iv, sealed[:-16], sealed[-16:]))
-    else:
-        for seq, chunk in enumerate(chunks, 1):
-            final = seq == len(chunks)
-            frame_iv = iv_for(seq)
-            string = fmt.FINAL_FRAME_STRING if final else fmt.FRAME_STRING
-            sealed = aead.encrypt(frame_iv, chunk, fmt.body_aad(message_id, string, seq, len(chunk)))
-            out += fmt.serialize_frame(fmt.Frame(seq, frame_iv, sealed[:-16], sealed[-16:], final))
-    if sign is not None:
-        out += fmt.serialize_footer(fmt.Footer(sign(bytes(out))))
-    return bytes(out)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Byte offsets of the fields the seed vectors change (from the parsed header, sections 1 and 3)."""
-
-    header_end: int  # the first body byte
-    body_end: int  # the end of the header body (where the v1 header IV or the header tag starts)
-    message_id: int
-    context: int  # the AAD (serialised context)
-    edk: int  # the first EDK's ciphertext (ours)
-    edk_count: int
-    other_edk: int  # the second EDK's ciphertext
-    frame_length: int
-    frame_starts: list[int]  # each regular frame, then the final frame
-    final_content: int
-    footer: int | None
-
-
-def layout(message: bytes) -> Layout:
-    header, _, used = fmt.parse_header(message)
-    version = header.version
-    mid = 4 if version == 1 else 3
-    aad = mid + header.suite.message_id_length + 2
-    pos = aad + int.from_bytes(message[aad - 2:aad], "big")
-    count_at = pos
-    pos += 2
-    cipher_at = []
-    for edk in header.encrypted_data_keys:
-        pos += 2 + len(edk.provider_id.encode()) + 2 + len(edk.provider_info) + 2
-        cipher_at.append(pos)
-        pos += len(edk.ciphertext)
-    body_end = len(header.raw)
-    frame_length_at = body_end - 4 - (32 if version == 2 else 0)
-    starts, final_content, footer = [], 0, None
-    if header.framed:
-        at = used
-        while True:
-            starts.append(at)
-            if message[at:at + 4] == b"\xff\xff\xff\xff":
-                final_content = at + 24
-                length = int.from_bytes(message[at + 20:at + 24], "big")
-                footer = at + 24 + length + 16
-                break
-            at += 32 + header.frame_length
-    return Layout(used, body_end, mid, aad, cipher_at[0], count_at, cipher_at[1] if len(cipher_at) > 1 else 0,
-                  frame_length_at, starts, final_content, footer if header.suite.signed else None)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the seed set
-
-
-def _flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:
-    out = bytearray(data)
-    out[offset] ^= mask
-    return bytes(out)
-
-
-def _put(data: bytes, offset: int, value: bytes) -> bytes:
-    return data[:offset] + value + data[offset + len(value):]
 
 
 def plaintext(size: int = 3 * FRAME + 7) -> bytes:
@@ -346,49 +242,49 @@ def seed_vectors() -> list[Vector]:
         cases: list[tuple[str, str, str, bytes]] = [
             ("ok", "success", f"a valid message: {len(at.frame_starts) - 1} frames of {FRAME} bytes and a final "
              "frame; two EDKs, one for the key given", message),
-            ("flip-version", "format failure", "the version byte changed", _flip(message, 0)),
+            ("flip-version", "format failure", "the version byte changed", flip(message, 0)),
             ("flip-message-id", "auth failure", "one bit of the message ID flipped (another derived key: "
              + ("the commitment" if suite.committing else "the header tag") + " fails)",
-             _flip(message, at.message_id + 5)),
+             flip(message, at.message_id + 5)),
             ("flip-context", "key failure", "one bit of an encryption-context value flipped: the raw AES key "
              "binds the context, so the data key no longer unwraps",
-             _flip(message, message.index(b"hostile-vectors", at.context) + 2)),
-            ("flip-edk", "key failure", "one bit of the EDK for the given key flipped", _flip(message, at.edk + 3)),
+             flip(message, message.index(b"hostile-vectors", at.context) + 2)),
+            ("flip-edk", "key failure", "one bit of the EDK for the given key flipped", flip(message, at.edk + 3)),
             ("flip-other-edk", "auth failure", "one bit of the other EDK flipped (the header tag covers every EDK)",
-             _flip(message, at.other_edk + 3)),
+             flip(message, at.other_edk + 3)),
             ("flip-edk-count", "format failure", "the EDK count raised by one: the header no longer parses",
-             _flip(message, at.edk_count + 1, 0x01 if message[at.edk_count + 1] % 2 == 0 else 0x04)),
+             flip(message, at.edk_count + 1, 0x01 if message[at.edk_count + 1] % 2 == 0 else 0x04)),
             ("flip-frame-length", "auth failure", "one bit of the frame length flipped (the header tag fails)",
-             _flip(message, at.frame_length + 3)),
+             flip(message, at.frame_length + 3)),
             ("flip-header-tag", "auth failure", "one bit of the header authentication tag flipped",
-             _flip(message, at.header_end - 1)),
+             flip(message, at.header_end - 1)),
             ("flip-regular-frame", "auth failure", "one bit of the second regular frame's ciphertext flipped",
-             _flip(message, at.frame_starts[1] + 20)),
+             flip(message, at.frame_starts[1] + fmt.REGULAR_CONTENT + 4)),
             ("flip-final-frame", "auth failure", "one bit of the final frame's ciphertext flipped",
-             _flip(message, at.final_content + 1)),
+             flip(message, at.final_content + 1)),
             ("truncated-at-frame-boundary", "format failure", "the message ends where the final frame starts",
              message[:final]),
             ("truncated-in-edk", "format failure", "the message ends inside the first EDK's ciphertext",
              message[:at.edk + 10]),
             ("truncated-in-frame", "format failure", "the message ends inside the first regular frame's ciphertext",
-             message[:regular + 40]),
+             message[:regular + fmt.REGULAR_CONTENT + 24]),
             ("trailing-bytes", "format failure", "one zero byte after the end of the message", message + b"\x00"),
             ("sequence-gap", "format failure", "the second regular frame is numbered 3",
-             _put(message, at.frame_starts[1], struct.pack(">I", 3))),
+             replace_at(message, at.frame_starts[1], fmt.SEQUENCE_NUMBER.pack(3))),
             ("sequence-wrap", "format failure", "the first frame is numbered 0, as a wrapped 32-bit counter would be",
-             _put(message, regular, b"\x00\x00\x00\x00")),
+             replace_at(message, regular, fmt.SEQUENCE_NUMBER.pack(0))),
         ]
         if suite.committing:
             cases.append(("flip-commitment", "auth failure", "one bit of the commitment key flipped",
-                          _flip(message, at.body_end - 1)))
+                          flip(message, at.body_end - 1)))
         else:
             cases.append(("flip-header-iv", "auth failure", "one bit of the v1 header IV flipped",
-                          _flip(message, at.body_end + 2)))
+                          flip(message, at.body_end + 2)))
         if suite.signed:
             assert at.footer is not None
             cases += [
                 ("flip-signature", "auth failure", "one bit inside the DER signature flipped",
-                 _flip(message, at.footer + 40)),
+                 flip(message, at.footer + 40)),
                 ("signature-stripped", "format failure", "the footer removed: a signed message without its signature",
                  message[:at.footer]),
                 ("truncated-in-signature", "format failure", "the message ends inside the signature",
@@ -433,10 +329,10 @@ def seed_vectors() -> list[Vector]:
         extra=[("max-encrypted-data-keys", "257")])
     count_at = layout(many).edk_count
     add("edk-count-65535", "policy failure", "the EDK count says 65,535 (the bytes after it are a 256-EDK header)",
-        _put(many, count_at, b"\xff\xff"), 0x0478)
+        replace_at(many, count_at, b"\xff\xff"), 0x0478)
     add("edk-count-65535-allowed", "format failure", "the EDK count says 65,535, read with the limit raised to "
         "65,535: the input ends inside the EDK list",
-        _put(many, count_at, b"\xff\xff"), 0x0478, extra=[("max-encrypted-data-keys", "65535")])
+        replace_at(many, count_at, b"\xff\xff"), 0x0478, extra=[("max-encrypted-data-keys", "65535")])
     big = fmt.EncryptedDataKey("junk", b"\xa5" * 0xFFFF, b"\x5a" * 0xFFFF)
     add("edk-fields-65535", "success", "an extra EDK whose provider info and ciphertext are 65,535 bytes each",
         assemble(0x0478, [small], extra_edks=[big], edks_first=True), 0x0478, content=small)
@@ -455,7 +351,7 @@ def seed_vectors() -> list[Vector]:
     message = assemble(0x0478, [small])
     at = layout(message)
     add("context-count-65535", "format failure", "the context count says 65,535 entries inside a short AAD",
-        _put(message, at.context, b"\xff\xff"), 0x0478)
+        replace_at(message, at.context, b"\xff\xff"), 0x0478)
     add("frame-length-4294967295", "policy failure", "frame length 2^32 - 1 (above the 64 MiB default limit), "
         "with a valid header tag", assemble(0x0478, [small], frame_length=2**32 - 1), 0x0478)
     add("frame-length-64mib", "success", "frame length 64 MiB (at the default limit) and a 10-byte final frame: "
@@ -464,22 +360,23 @@ def seed_vectors() -> list[Vector]:
     add("frame-length-64mib-plus-1", "policy failure", "frame length 64 MiB + 1, one above the default limit",
         assemble(0x0478, [small], frame_length=64 * 1024 * 1024 + 1), 0x0478)
     message = assemble(0x0478, [small], frame_length=16)
-    final_len_at = layout(message).final_content - 4
+    final_len_at = layout(message).frame_starts[-1] + fmt.FINAL_LENGTH
     add("final-frame-length-4294967295", "format failure", "the final frame's content length says 2^32 - 1",
-        _put(message, final_len_at, b"\xff\xff\xff\xff"), 0x0478)
+        replace_at(message, final_len_at, fmt.U32.pack(2**32 - 1)), 0x0478)
     message = assemble(0x0478, [small], non_framed=True)
-    length_at = layout(message).header_end + 12
+    length_at = layout(message).header_end + fmt.NON_FRAMED_LENGTH
     add("non-framed-length-2-36", "format failure", "a non-framed body whose length says 2^36 (above 2^36 - 32)",
-        _put(message, length_at, struct.pack(">Q", 2**36)), 0x0478)
+        replace_at(message, length_at, fmt.U64.pack(2**36)), 0x0478)
     add("non-framed-length-2-36-minus-32", "policy failure", "a non-framed body of 2^36 - 32 bytes, the format's "
-        "maximum, above the 64 MiB limit for one block", _put(message, length_at, struct.pack(">Q", 2**36 - 32)),
-        0x0478)
+        "maximum, above the 64 MiB limit for one block",
+        replace_at(message, length_at, fmt.U64.pack(fmt.MAX_NON_FRAMED_LENGTH)), 0x0478)
     message = assemble(0x0578, _chunks(data))
     at = layout(message)
     add("0578-final-frame-sequence-max", "format failure", "the final frame numbered 2^32 - 1",
-        _put(message, at.frame_starts[-1] + 4, b"\xff\xff\xff\xff"), 0x0578)
+        replace_at(message, at.frame_starts[-1] + fmt.FINAL_SEQUENCE, fmt.SEQUENCE_NUMBER.pack(2**32 - 1)), 0x0578)
     add("0578-regular-frame-sequence-max", "format failure", "the first frame numbered 2^32 - 2, the last number "
-        "a regular frame can have", _put(message, at.frame_starts[0], b"\xff\xff\xff\xfe"), 0x0578)
+        "a regular frame can have", replace_at(message, at.frame_starts[0], fmt.SEQUENCE_NUMBER.pack(2**32 - 2)),
+        0x0578)
     return vectors
 
 
