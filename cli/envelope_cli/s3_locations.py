@@ -48,6 +48,8 @@ STOPPING_WAIT = 120.0
 _CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION",
                "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_CONFIG_FILE",
                "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE")
+#: Keys per ListObjectsV2 page for -r: S3's maximum (the tests lower it to exercise pagination cheaply).
+LIST_PAGE_SIZE = 1000
 _ACCESS_DENIED = frozenset({"AccessDenied", "403", "Forbidden"})
 
 
@@ -191,7 +193,7 @@ class S3(Kind):
         url = parse_s3_url(location)
         if walk.recursive:
             entries = [Entry(str(found.url), _relative(found), found.size)
-                       for found in list_objects(url, client=client())]
+                       for found in list_objects(url, client=client(), page_size=LIST_PAGE_SIZE)]
             if entries or url.is_prefix:  # s3://b/dir with objects below dir/ is a prefix too
                 return True, entries
         url = _object(location, "input")

@@ -17,7 +17,9 @@ location protocol (``envelope_cli.locations``):
   suggests ``s3://``, as soon as it is larger than the service holds (SSM standard 4,096 and advanced 8,192
   characters, Secrets Manager 65,536 bytes): the limits are envelope's check, made before anything is sent.
 - ``--force`` replaces an existing parameter (a new version) or secret (a new ``AWSCURRENT``); without it
-  planning refuses an existing one (exit 2), and the write itself refuses one created meanwhile (exit 4).
+  planning refuses an existing one (exit 2), and the write itself refuses one created meanwhile, or one that
+  planning was not allowed to look at (a write-only role), exit 4: SSM ``PutParameter`` without ``Overwrite``
+  and Secrets Manager ``CreateSecret`` fail on an existing name, so the check is race-free.
 - ``--encode`` / ``--decode`` do not apply: envelope stores messages as base64 itself.
 - Identities for planning: ``("ssm", name)`` / ``("secretsmanager", name)``, the name taken from an ARN too and
   without any version, so a run never writes a new version over a parameter or secret it reads.
@@ -39,6 +41,7 @@ __all__ = ["NAME", "Stored", "StoredOptions", "StoredSink", "StoredSource"]
 
 NAME = "stored"
 _SSM_ARN = re.compile(r"arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter(/?.+)")
+_ACCESS_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "403"})
 _SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:(.+?)(?:-[A-Za-z0-9]{6})?")
 
 
@@ -219,12 +222,18 @@ class Stored(Kind):
 
     def plan_output(self, location: str) -> Planned:
         import envelope.aws as aws
+        from envelope import StorageError
 
         loc = _output(location)
         identity = _identity(loc)
         if settings().force:
             return Planned(identity, None, False)
-        exists = aws.exists(loc)
+        try:
+            exists = aws.exists(loc)
+        except StorageError as exc:
+            if exc.code not in _ACCESS_DENIED:
+                raise
+            exists = False  # we may not look (a write-only role): the write itself refuses an existing one
         return Planned(identity, identity if exists else None, exists)
 
     def holds(self, location: str) -> Hashable | None:
