@@ -36,7 +36,7 @@ from .errors import ExitCode, FileProblem, classify, debug, print_error, say
 from .files import STDIO
 from .headers import header_summary
 from .keys import KeyOptions, build_keyring
-from .locations import Settings, SinkRules, configure, create_sink, open_source
+from .locations import Settings, SinkRules, configure, create_sink, kind_of, open_source
 from .planning import Plan, Task
 from .progress import Progress
 from .streams import Base64Reader, Base64Writer, InputMeter, OutputWriter, Readable, Writable
@@ -257,9 +257,17 @@ def process_task(task: Task, run: Run, materials: Materials, *, threads: int | N
     return outcome
 
 
+def _threads(task: Task, size: int | None) -> int | None:
+    """The frame engine's threads for ``task``: what its locations ask for (S3: 0), else the library's choice."""
+    import envelope
+
+    wanted = [kind.engine_threads for kind in (kind_of(task.source), kind_of(task.destination))
+              if kind.engine_threads is not None]
+    return min(wanted) if wanted else envelope.stream_threads(size)
+
+
 def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
                on_read: Callable[[int], None] | None) -> Outcome:
-    import envelope
 
     job = run.job
     started = time.perf_counter()
@@ -275,7 +283,7 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
             try:
                 out = OutputWriter(sink.open(), task.destination)
                 done = job.transform(meter, out, materials.manager, length=source.size,
-                                     threads=envelope.stream_threads(source.size) if threads is None else threads)
+                                     threads=_threads(task, source.size) if threads is None else threads)
                 sink.commit()
             except BaseException:
                 sink.abort()

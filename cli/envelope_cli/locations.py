@@ -182,6 +182,9 @@ class Kind:
     so a read-only or write-only kind implements only what it supports."""
 
     name = "location"
+    #: Frame-engine worker threads for a task that reads or writes this kind (the lowest of its two kinds
+    #: counts); None: the library's choice (``envelope.stream_threads``).
+    engine_threads: int | None = None
 
     def claims(self, location: str) -> bool:
         raise NotImplementedError
