@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-from .errors import PREFIX, Terminated
+from .errors import PREFIX, STOPPING, Terminated
 from .tempfiles import abandon_temporary_files
 
 __all__ = ["install"]
@@ -56,6 +56,7 @@ def _abort_uploads() -> int:
 
 def _watch(signals: set[signal.Signals], main: bool) -> None:
     signum = signal.sigwait(signals)
+    STOPPING.set()  # other threads print no error line from now on (errors.print_error)
     children: list[Any] = []
     if main and "multiprocessing" in sys.modules:
         import multiprocessing
