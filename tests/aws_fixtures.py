@@ -44,7 +44,7 @@ Registered in tests/conftest.py (``pytest_plugins``). Fixtures:
 
 ``refused_endpoint()`` returns a loopback URL whose port refuses connections. ``separate_moto_server(log, env)``
 starts another moto_server with extra environment (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM), for a
-module-scoped fixture; stop it with ``stop_moto_server``.
+module-scoped fixture; stop it with ``stop_moto_server``; ``iam_user(server, name, actions)`` makes a user there.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ SMALL_PART_SIZE = 64 * 1024
 TEST_BUCKET = "envelope-test"
 
 __all__ = ["ACCOUNT", "REGION", "SMALL_PART_SIZE", "TEST_BUCKET", "AwsEnv", "FaultProxy", "MotoServer",
-           "ServicesEnv", "refused_endpoint", "s3_operation", "separate_moto_server", "stop_moto_server"]
+           "ServicesEnv", "iam_user", "refused_endpoint", "s3_operation", "separate_moto_server", "stop_moto_server"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -611,3 +611,18 @@ def separate_moto_server(log: Path, env: dict[str, str]) -> MotoServer:
 
 def stop_moto_server(server: MotoServer) -> None:
     _stop(server.process)
+
+
+def iam_user(server: MotoServer, name: str, actions: list[str]) -> tuple[str, str]:
+    """Create the IAM user ``name`` on ``server`` (a ``separate_moto_server`` that enforces IAM), allowed only
+    ``actions`` on every resource (moto checks actions, not resources); returns its (access key id, secret
+    access key). Makes 3 requests: count them in ``INITIAL_NO_AUTH_ACTION_COUNT``."""
+    import boto3
+
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=server.url, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    iam.create_user(UserName=name)
+    access = iam.create_access_key(UserName=name)["AccessKey"]
+    iam.put_user_policy(UserName=name, PolicyName=f"{name}-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+    return str(access["AccessKeyId"]), str(access["SecretAccessKey"])

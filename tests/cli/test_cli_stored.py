@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_fixtures import ACCOUNT, REGION, FaultProxy, MotoServer, ServicesEnv, separate_moto_server, stop_moto_server
-from cli_support import KEY_FILE
-from envelope_cli.app import app
-from typer.testing import CliRunner
+from aws_fixtures import (
+    ACCOUNT,
+    REGION,
+    FaultProxy,
+    MotoServer,
+    ServicesEnv,
+    iam_user,
+    separate_moto_server,
+    stop_moto_server,
+)
+from cli_support import key_file
+from runner_support import ok, one_error_line, run
 
 import envelope
 
@@ -34,34 +42,9 @@ pytestmark = pytest.mark.usefixtures("fast_cli", "services_env")
 
 CLI = [sys.executable, "-m", "envelope_cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
-runner = CliRunner()
-
-
-def run(*args: str | Path, input: bytes | None = None) -> Any:
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def ok(*args: str | Path, input: bytes | None = None) -> Any:
-    result = run(*args, input=input)
-    assert result.exit_code == 0, (result.exit_code, result.stderr)
-    return result
-
-
-def one_error_line(result: Any, code: int, *words: str) -> str:
-    lines = result.stderr.splitlines()
-    assert result.exit_code == code, (result.exit_code, lines)
-    assert len(lines) == 1 and lines[0].startswith("envelope: error: "), lines
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return str(lines[0])
-
-
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
-    path = tmp_path / "k.key"
-    path.write_text(KEY_FILE)
-    path.chmod(0o600)
-    return path
+    return key_file(tmp_path)
 
 
 @pytest.fixture
@@ -307,18 +290,10 @@ def iam_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 def test_access_denied_names_the_location(tmp_path: Path, iam_moto: MotoServer, key: Path,
                                           keyring: envelope.Keyring, monkeypatch: pytest.MonkeyPatch) -> None:
     """A user who may write parameters and secrets but not read them (moto checks actions only)."""
-    import boto3
-
     iam_moto.reset()
-    iam = boto3.client("iam", region_name=REGION, endpoint_url=iam_moto.url, aws_access_key_id="testing",
-                       aws_secret_access_key="testing")
-    iam.create_user(UserName="writer")
-    access = iam.create_access_key(UserName="writer")["AccessKey"]
-    iam.put_user_policy(UserName="writer", PolicyName="write-only", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": [
-            "ssm:PutParameter", "secretsmanager:CreateSecret"], "Resource": "*"}]}))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", access["SecretAccessKey"])
+    key_id, secret_key = iam_user(iam_moto, "writer", ["ssm:PutParameter", "secretsmanager:CreateSecret"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key)
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     for name in ("AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
         monkeypatch.setenv(name, iam_moto.url)
