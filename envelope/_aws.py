@@ -288,11 +288,13 @@ def cached_client(service: str, region: str | None = None) -> Any:
 
     Made by :func:`new_client` (envelope's retries and timeouts) and reused while the AWS settings in the
     environment it was made from (endpoints, profile, region, access key id, retry settings) are unchanged,
-    so a Lambda function pays for it once per execution environment. Thread-safe.
+    so a Lambda function pays for it once per execution environment. Thread-safe. Keyed by the process id too:
+    a forked child (the CLI's ``--workers``) makes its own, as a client's connection pool must not be shared
+    across a fork.
     """
     import os
 
-    key = (service, region, os.environ.get(_endpoint_variable(service)),
+    key = (service, region, str(os.getpid()), os.environ.get(_endpoint_variable(service)),
            *(os.environ.get(name) for name in _CLIENT_ENV))
     with _clients_lock:
         client = _clients.get(key)

@@ -33,7 +33,7 @@ The parts, for callers that wire their own streams (the CLI does):
   (``If-None-Match: *`` on PutObject / CompleteMultipartUpload), so an object created by someone else
   meanwhile is not replaced either.
 * :func:`list_objects`: the objects below a prefix (paginated ListObjectsV2), with their sizes and the key
-  relative to the prefix.
+  relative to the prefix; :func:`find_object`: one object's size and ETag (HEAD), or None when it is absent.
 * :func:`abort_all_uploads`: the hook for signal handling (below).
 
 **Atomicity.** An object written through :class:`S3Writer` exists only once the whole message was written
@@ -121,6 +121,7 @@ __all__ = [
     "abort_all_uploads",
     "decrypt_object",
     "encrypt_object",
+    "find_object",
     "is_s3_url",
     "list_objects",
     "new_client",
@@ -1043,6 +1044,25 @@ class S3Object:
                 raise UsageError(f"{self.url} cannot be mapped to a local path safely (its key below the prefix "
                                  f"has a component {part!r})")
         return parts
+
+
+def find_object(url: str | S3Url, *, client: Any = None) -> S3Object | None:
+    """The object at ``url`` (one HEAD: its size and ETag; ``relative`` is its key), or None when S3 says there
+    is none (HEAD cannot tell a missing key from a missing bucket: both are None). Any other failure (access
+    denied, throttled, unreachable) is a :class:`~envelope.errors.StorageError` naming ``url``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = _object_url(url)
+    client = client if client is not None else new_client()
+    try:
+        head = client.head_object(Bucket=parsed.bucket, Key=parsed.key)
+    except ClientError as exc:
+        if error_code(exc) in NOT_FOUND_CODES:
+            return None
+        raise _error(exc, client, "HeadObject", parsed, action="read") from exc
+    except BotoCoreError as exc:
+        raise _error(exc, client, "HeadObject", parsed, action="read") from exc
+    return S3Object(parsed, int(head.get("ContentLength") or 0), parsed.key, head.get("ETag"))
 
 
 def list_objects(prefix: str | S3Url, *, client: Any = None, page_size: int = 1000) -> Iterator[S3Object]:

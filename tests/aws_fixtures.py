@@ -17,11 +17,15 @@ Registered in tests/conftest.py (``pytest_plugins``). Fixtures:
     A second moto_server whose minimum part size (``S3_UPLOAD_PART_MIN_SIZE``) is :data:`SMALL_PART_SIZE`,
     for fast multipart tests; ``s3_small_parts`` resets it and points ``AWS_ENDPOINT_URL_S3`` at it (KMS stays
     on ``moto_server``) and returns the same :class:`AwsEnv`, whose ``s3()`` / ``s3_url`` then follow.
+``s3_env`` (function, uses ``s3_small_parts``) and ``s3_proxy`` (function, uses ``s3_env``)
+    ``s3_small_parts`` with ``envelope.s3.MIN_PART_SIZE`` lowered to match (this process) and the bucket
+    :data:`TEST_BUCKET`; ``s3_proxy`` also sends every S3 client made afterwards through a :class:`FaultProxy`.
 ``kms_proxy`` (function, uses ``aws_env``)
     A :class:`FaultProxy` in front of moto, with ``AWS_ENDPOINT_URL_KMS`` pointed at it: every KMS client the
     test (or a subprocess it starts) creates afterwards goes through it. ``throttle_share`` (0.0 to 1.0) sets
     the share of requests answered ``400 ThrottlingException``; ``calls("GenerateDataKey")`` counts requests
-    that reached moto, ``received`` / ``throttled`` count all requests and the throttled ones per operation.
+    that reached moto, ``received`` / ``throttled`` count all requests and the throttled ones per operation,
+    ``response_bytes`` the body bytes of moto's answers per operation.
     S3 requests through a proxy are named by their REST shape (``UploadPart``, ``GetObject``, ...; see
     :func:`s3_operation`); a throttled one is answered ``503 SlowDown`` in S3's XML, and ``fail(operation,
     times, status, code)`` answers the next ``times`` requests of an operation (``None``: all) with that error.
@@ -40,7 +44,7 @@ Registered in tests/conftest.py (``pytest_plugins``). Fixtures:
 
 ``refused_endpoint()`` returns a loopback URL whose port refuses connections. ``separate_moto_server(log, env)``
 starts another moto_server with extra environment (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM), for a
-module-scoped fixture; stop it with ``stop_moto_server``.
+module-scoped fixture; stop it with ``stop_moto_server``; ``iam_user(server, name, actions)`` makes a user there.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ SMALL_PART_SIZE = 64 * 1024
 TEST_BUCKET = "envelope-test"
 
 __all__ = ["ACCOUNT", "REGION", "SMALL_PART_SIZE", "TEST_BUCKET", "AwsEnv", "FaultProxy", "MotoServer",
-           "ServicesEnv", "refused_endpoint", "s3_operation", "separate_moto_server", "stop_moto_server"]
+           "ServicesEnv", "iam_user", "refused_endpoint", "s3_operation", "separate_moto_server", "stop_moto_server"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -272,6 +276,25 @@ def s3_small_parts(aws_env: AwsEnv, moto_server_small_parts: MotoServer, monkeyp
     return aws_env
 
 
+@pytest.fixture
+def s3_env(s3_small_parts: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> AwsEnv:
+    """S3 on the moto_server that accepts parts of SMALL_PART_SIZE, envelope's 5 MiB floor lowered to match (in
+    this process, and in worker processes it forks), and the bucket TEST_BUCKET. KMS is on the main moto_server."""
+    import envelope.s3
+
+    monkeypatch.setattr(envelope.s3, "MIN_PART_SIZE", SMALL_PART_SIZE)
+    s3_small_parts.create_bucket(TEST_BUCKET)
+    return s3_small_parts
+
+
+@pytest.fixture
+def s3_proxy(s3_env: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """Every S3 client made from here on goes through a FaultProxy (counted; faults on demand)."""
+    with FaultProxy(s3_env.s3_url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        yield proxy
+
+
 # ---------------------------------------------------------------------------------------------------------
 # fault-injecting proxy
 
@@ -335,6 +358,8 @@ class FaultProxy:
         self.forwarded: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
+        #: body bytes of the answers moto gave, per operation (what a ranged read really fetched)
+        self.response_bytes: Counter[str] = Counter()
         self._faults: dict[str, list[Any]] = {}  # operation -> [times left or None, status, code]
         #: (operation, JSON request body) of every request, in order (tests inspect what was sent to KMS)
         self.requests: list[tuple[str, dict[str, Any]]] = []
@@ -377,6 +402,7 @@ class FaultProxy:
             self.forwarded.clear()
             self.throttled.clear()
             self.failed.clear()
+            self.response_bytes.clear()
             self.requests.clear()
 
     def _injected(self, operation: str) -> tuple[int, str] | None:
@@ -466,6 +492,8 @@ class FaultProxy:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
+                    with proxy._lock:
+                        proxy.response_bytes[operation] += len(data)
                     kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
                     # a HEAD answer has no body but tells the object's Content-Length: pass that on
                     head_length = response.getheader("Content-Length") if self.command == "HEAD" else None
@@ -583,3 +611,18 @@ def separate_moto_server(log: Path, env: dict[str, str]) -> MotoServer:
 
 def stop_moto_server(server: MotoServer) -> None:
     _stop(server.process)
+
+
+def iam_user(server: MotoServer, name: str, actions: list[str]) -> tuple[str, str]:
+    """Create the IAM user ``name`` on ``server`` (a ``separate_moto_server`` that enforces IAM), allowed only
+    ``actions`` on every resource (moto checks actions, not resources); returns its (access key id, secret
+    access key). Makes 3 requests: count them in ``INITIAL_NO_AUTH_ACTION_COUNT``."""
+    import boto3
+
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=server.url, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    iam.create_user(UserName=name)
+    access = iam.create_access_key(UserName=name)["AccessKey"]
+    iam.put_user_policy(UserName=name, PolicyName=f"{name}-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+    return str(access["AccessKeyId"]), str(access["SecretAccessKey"])

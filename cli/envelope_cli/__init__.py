@@ -4,7 +4,9 @@
 Modules: ``app`` (commands and options), ``options`` (option values -> typed library values), ``keys`` (key
 SPEC -> keyring), ``jobs`` (typed job descriptions, materials, the task runner), ``planning`` (which input goes
 to which output, checked before any work), ``locations`` (the source / sink protocol and the registry of
-location kinds), ``files`` (stdin / stdout, descriptors and local files: the built-in kinds), ``tempfiles``
+location kinds), ``files`` (stdin / stdout, descriptors and local files: the built-in kinds), ``s3_locations``
+(``s3://`` objects and prefixes), ``stored_locations`` (``ssm:`` / ``secretsmanager:``), ``ranges`` (``decrypt
+--range``), ``tempfiles``
 (atomic outputs through temporary files), ``folders`` (``-r`` over a local folder), ``keyfiles`` (where keygen
 writes), ``workers`` (worker processes), ``streams`` (base64, input meter, output writer), ``progress`` (rich,
 lazily), ``headers`` (header JSON), ``errors`` (exit codes and every stderr line, one place), ``boundary`` (the

@@ -24,6 +24,7 @@ from .keys import KeyOptions, key_files
 
 if TYPE_CHECKING:
     from .jobs import Run
+    from .locations import Settings
 
 __all__ = ["app"]
 
@@ -75,11 +76,13 @@ def _at_least(low: int) -> Any:
 
 Inputs = Annotated[list[str] | None, typer.Argument(
     metavar="INPUT", show_default=False,
-    help="Files (or folders, with -r). '-', /dev/stdin or none: stdin, and then the output goes to stdout.")]
+    help="Files (or folders, with -r), s3://BUCKET/KEY (with -r also s3://BUCKET/PREFIX/), ssm:/NAME[:VERSION] "
+         "or secretsmanager:NAME. '-', /dev/stdin or none: stdin, and then the output goes to stdout.")]
 Output = Annotated[str | None, typer.Option(
     "--output", "-o", metavar="OUTPUT", show_default=False,
-    help="Output file ('-': stdout), or a folder to write into (an existing one, or a name ending in /). With "
-         "several inputs or -r: a folder. Default: beside each input (see --suffix), or stdout for stdin.")]
+    help="Output file ('-': stdout), s3://BUCKET/KEY, ssm:/NAME or secretsmanager:NAME; or a folder or "
+         "s3:// prefix to write into (an existing folder, or a name ending in /). With several inputs or -r: a "
+         "folder or prefix. Default: beside each input (see --suffix), or stdout for stdin.")]
 GrantTokens = Annotated[list[str] | None, typer.Option(
     "--grant-token", metavar="TOKEN", show_default=False,
     help="An AWS KMS grant token, sent with every KMS call (repeatable).")]
@@ -116,6 +119,33 @@ Verbose = Annotated[bool, typer.Option(
     "--verbose", "-v", help="Print one line per output written: its path and size in bytes.")]
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print no warnings (key files others can read, what -r skips); errors still print.")]
+PartSize = Annotated[str | None, typer.Option(
+    "--part-size", metavar="SIZE", show_default=False,
+    help="Part size of s3:// outputs' multipart uploads: bytes, or with KiB, MiB or GiB (default 8MiB, at least "
+         "5MiB). Each upload holds 3 parts in memory.")]
+SsmTier = Annotated[str | None, typer.Option(
+    "--ssm-tier", metavar="TIER", show_default=False,
+    help="Tier of ssm: outputs: standard (4,096 characters, the default) or advanced (8,192).")]
+VersionStage = Annotated[str | None, typer.Option(
+    "--version-stage", metavar="STAGE", show_default=False,
+    help="Read secretsmanager: inputs at this version stage (default AWSCURRENT; e.g. AWSPREVIOUS). For ssm: "
+         "write the version in the name: ssm:/NAME:3.")]
+
+
+def _locations(*, reads_messages: bool, decode: bool = False, encode: bool = False, force: bool = False,
+               part_size: str | None = None, ssm_tier: str | None = None,
+               version_stage: str | None = None) -> Settings:
+    """What the location kinds are told (``envelope_cli.locations.Settings``): s3:// and ssm: options too."""
+    from . import options
+    from .locations import Settings
+    from .s3_locations import NAME as S3
+    from .s3_locations import S3Options
+    from .stored_locations import NAME as STORED
+    from .stored_locations import StoredOptions
+
+    return Settings(reads_messages, decode, encode, force, options=(
+        (S3, S3Options(options.part_size(part_size))),
+        (STORED, StoredOptions(options.ssm_tier(ssm_tier), options.version_stage(version_stage)))))
 
 
 def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursive: bool, follow_symlinks: bool,
@@ -128,11 +158,14 @@ def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursiv
 
     from .errors import print_warning
     from .jobs import execute_plan
-    from .locations import Walk
+    from .locations import Walk, configure, kind_of
     from .planning import Naming, plan_tasks
 
     if follow_symlinks and not recursive:
         raise UsageError("--follow-symlinks applies to -r (folder inputs); add -r")
+    if metadata_output not in (None, STDIO) and kind_of(metadata_output).name != "file":
+        raise UsageError(f"--metadata-output {metadata_output!r}: name a local file, or - for stdout")
+    configure(run.locations)  # planning asks the kinds (existence of S3 objects, parameters) with these settings
 
     def warn(message: str) -> None:
         if not quiet:
@@ -177,7 +210,9 @@ def _examples(*lines: str) -> str:
                               "tar c conf | envelope encrypt --key file:app.key > conf.tar.encrypted",
                               "envelope encrypt -r conf -o conf.enc --key file:app.key",
                               "envelope encrypt config.json --key kms:alias/app --key file:backup.key -c app=web",
-                              "envelope encrypt -r logs -o logs.enc --key kms:alias/app --cache-max-age 300")
+                              "envelope encrypt -r logs -o logs.enc --key kms:alias/app --cache-max-age 300",
+                              "envelope encrypt big.tar -o s3://bucket/big.tar.encrypted --key kms:alias/app",
+                              "envelope encrypt db.env -o ssm:/app/prod/env --key kms:alias/app")
              + "\n\n" + EXIT_CODES)
 def encrypt(
     inputs: Inputs = None,
@@ -216,6 +251,9 @@ def encrypt(
     workers: Workers = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
+    part_size: PartSize = None,
+    ssm_tier: SsmTier = None,
+    version_stage: VersionStage = None,
     max_encrypted_data_keys: Annotated[int | None, typer.Option(
         "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
         help="Refuse to encrypt when the keys make more than N encrypted data keys (default: no limit).")]
@@ -249,7 +287,9 @@ def encrypt(
     job = EncryptJob(options.pairs(context), algorithm=suite, frame_length=frame_size, commitment_policy=policy,
                      max_encrypted_data_keys=max_encrypted_data_keys, encode=encode)
     cache = options.cache_settings(cache_max_age, cache_max_messages, cache_max_bytes, cache_capacity)
-    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive,
+    where = _locations(reads_messages=False, encode=encode, force=force, part_size=part_size, ssm_tier=ssm_tier,
+                       version_stage=version_stage)
+    return _execute(Run(job, keys, cache, force=force, locations=where), inputs, output, recursive=recursive,
                     follow_symlinks=follow_symlinks, suffix=suffix, metadata_output=metadata_output,
                     progress=progress, workers=workers, verbose=verbose, quiet=quiet)
 
@@ -260,7 +300,10 @@ def encrypt(
                               "envelope decrypt -r conf.enc -o conf --key file:app.key",
                               "envelope decrypt config.json.encrypted --key kms:alias/app -c app=web",
                               "envelope decrypt -r conf.enc -o conf --discovery --discovery-account 123456789012 "
-                              "--cache-max-age 60")
+                              "--cache-max-age 60",
+                              "envelope decrypt -r s3://bucket/in/ -o s3://bucket/out/ --key kms:alias/app",
+                              "envelope decrypt s3://bucket/big.tar.encrypted --range 0-1048575 --key "
+                              "kms:alias/app > head.bin")
              + "\n\n" + EXIT_CODES)
 def decrypt(
     inputs: Inputs = None,
@@ -309,6 +352,14 @@ def decrypt(
     workers: Workers = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
+    byte_range: Annotated[str | None, typer.Option(
+        "--range", metavar="START-END", show_default=False,
+        help="Output only plaintext bytes START to END (inclusive; START- to the end), of one file or s3:// "
+             "object, reading only the frames that hold them; each is verified before any of it is written. "
+             "Not for signed suites or non-framed messages. Default output: stdout.")] = None,
+    part_size: PartSize = None,
+    ssm_tier: SsmTier = None,
+    version_stage: VersionStage = None,
     region: Annotated[str | None, typer.Option(
         "--region", metavar="REGION", show_default=False,
         help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
@@ -326,30 +377,45 @@ def decrypt(
     import envelope
 
     from . import options
-    from .jobs import DecryptJob, Run
+    from .jobs import DecryptJob, Job, Run
 
     policy = options.policy(commitment_policy)
     options.check_inputs_are_not_pairs(inputs, context)
     keys = KeyOptions(tuple(key or ()), discovery=discovery, discovery_partition=discovery_partition,
                       discovery_accounts=tuple(discovery_account or ()), region=region,
                       grant_tokens=tuple(grant_token or ()))
-    job = DecryptJob(
-        options.pairs(context), commitment_policy=policy, unsigned_only=unsigned_only, decode=decode,
-        max_encrypted_data_keys=envelope.DEFAULT_MAX_ENCRYPTED_DATA_KEYS if max_encrypted_data_keys is None
-        else max_encrypted_data_keys,
-        max_frame_length=envelope.DEFAULT_MAX_FRAME_LENGTH if max_frame_length is None else max_frame_length)
+    limits = {"max_encrypted_data_keys": envelope.DEFAULT_MAX_ENCRYPTED_DATA_KEYS if max_encrypted_data_keys is None
+              else max_encrypted_data_keys,
+              "max_frame_length": envelope.DEFAULT_MAX_FRAME_LENGTH if max_frame_length is None else max_frame_length}
+    job: Job = DecryptJob(options.pairs(context), commitment_policy=policy, unsigned_only=unsigned_only,
+                          decode=decode, **limits)
+    if byte_range is not None:
+        from .ranges import RangeJob, parse_range
+
+        start, end = parse_range(byte_range)
+        if recursive or len(inputs or []) > 1:
+            raise envelope.UsageError("--range reads part of one message: give one INPUT (no -r)")
+        if decode:
+            raise envelope.UsageError("--range needs the binary message (seekable): it cannot be used with --decode")
+        job = RangeJob(start, end, options.pairs(context), commitment_policy=policy, **limits)
+        output = STDIO if output is None else output
     cache = options.cache_settings(cache_max_age, None, None, cache_capacity)
-    return _execute(Run(job, keys, cache, force=force), inputs, output, recursive=recursive,
+    where = _locations(reads_messages=True, decode=decode, force=force, part_size=part_size, ssm_tier=ssm_tier,
+                       version_stage=version_stage)
+    return _execute(Run(job, keys, cache, force=force, locations=where), inputs, output, recursive=recursive,
                     follow_symlinks=follow_symlinks, suffix=suffix, metadata_output=metadata_output,
                     progress=progress, workers=workers, verbose=verbose, quiet=quiet)
 
 
 @app.command(cls=Command, short_help="Print a message's header as JSON, without any key.",
-             epilog=_examples("envelope inspect config.json.encrypted"))
+             epilog=_examples("envelope inspect config.json.encrypted", "envelope inspect s3://bucket/big.tar.encrypted"))
 def inspect(
     input: Annotated[str, typer.Argument(metavar="INPUT", show_default=False,
-                                         help="A message file; '-' or none: stdin.")] = STDIO,
+                                         help="A message file, s3://BUCKET/KEY (only the header is fetched), "
+                                              "ssm:/NAME[:VERSION] or secretsmanager:NAME; '-' or none: stdin.")]
+    = STDIO,
     decode: Annotated[bool, typer.Option("--decode", help="Read base64.")] = False,
+    version_stage: VersionStage = None,
 ) -> int:
     """Print a message's header as JSON, without any key.
 
@@ -359,9 +425,10 @@ def inspect(
     import envelope
 
     from .headers import header_json, json_text
-    from .locations import open_source
+    from .locations import configure, open_source
     from .streams import Base64Reader, InputMeter
 
+    configure(_locations(reads_messages=True, decode=decode, version_stage=version_stage))
     source = open_source(input)
     raw = source.open()
     if source.location == STDIO and not decode and is_terminal(raw):

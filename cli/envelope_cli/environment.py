@@ -189,6 +189,31 @@ def _read_file(path: str) -> bytes:
     return _maybe_base64(data)
 
 
+def _read_object(url: str) -> bytes:
+    """An ``s3://`` bundle, read whole into memory (never to disk) through the S3 kind of location."""
+    from envelope import UsageError
+
+    from .locations import Settings, configure, open_source
+
+    configure(Settings(reads_messages=True))
+    source = open_source(url)
+    try:
+        stream = source.open()
+        if (source.size or 0) > MAX_SOURCE_BYTES:
+            raise UsageError(f"source {url!r} is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB; a bundle for "
+                             "an environment is much smaller")
+        data = bytearray(source.size or 0)
+        view, done = memoryview(data), 0
+        while done < len(data):
+            got = stream.readinto(view[done:])  # type: ignore[attr-defined]
+            if not got:
+                break
+            done += got
+    finally:
+        source.close()
+    return _maybe_base64(bytes(view[:done]))
+
+
 def _maybe_base64(data: bytes) -> bytes:
     """A message file may be binary or base64 text (``envelope encrypt --encode``): text that decodes is decoded."""
     import base64
@@ -208,16 +233,18 @@ def _decrypt_sources(sources: list[str], keyring: Keyring, context: dict[str, st
     with its retry budget, never cached: this is one run); files and stdin are opened here."""
     import envelope
     import envelope.aws
+    import envelope.s3
     from envelope import CachingMaterialsManager, LocalCache, UsageError
 
     if sources.count("-") > 1:
         raise UsageError("stdin ('-') can be a source once")
     remote: dict[str, str] = {}
+    objects: dict[str, bytes] = {}
     for source in sources:
-        if source.startswith(("s3://", "S3://")):
-            raise UsageError(f"source {source!r}: s3:// sources are not supported by this build yet (copy the "
-                             "message to a file, ssm: or secretsmanager:)")
-        if envelope.aws.is_location(source):
+        if envelope.s3.is_s3_url(source):
+            objects[source] = b""  # read below, once every source was checked
+            envelope.s3.parse_s3_url(source)  # malformed URLs are refused before any call
+        elif envelope.aws.is_location(source):
             envelope.aws.parse_location(source)  # malformed locations are refused before any call
             remote[source] = source
         elif source.startswith(ENV_SCHEME):
@@ -227,6 +254,8 @@ def _decrypt_sources(sources: list[str], keyring: Keyring, context: dict[str, st
     manager = CachingMaterialsManager(keyring, LocalCache(max(1, len(sources))), max_age=60.0)
     opened = envelope.aws.load_env(remote, materials_manager=manager, context=context, transform="binary",
                                    max_age=0) if remote else {}
+    for source in objects:
+        objects[source] = _read_object(source)
     out: list[tuple[str, bytes]] = []
     for source in sources:
         if source in opened:
@@ -235,7 +264,7 @@ def _decrypt_sources(sources: list[str], keyring: Keyring, context: dict[str, st
         path = source[len("file:"):] if source.startswith("file:") else source
         if not path:
             raise UsageError("source 'file:' needs a path (file:PATH)")
-        message = _read_file(path)
+        message = objects[source] if source in objects else _read_file(path)
         where = "stdin" if path == "-" else repr(path)
         try:
             plaintext = envelope.decrypt(message, materials_manager=manager, required_context=context).plaintext
@@ -331,9 +360,9 @@ def exec_command(
     ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(
         metavar="SOURCE", show_default=False,
-        help="Encrypted bundles (dotenv or JSON): a file (binary or base64; file:PATH, '-' for stdin), ssm:/NAME, "
-             "secretsmanager:NAME or env:VARIABLE (an environment variable holding the base64 message). Later "
-             "sources override earlier ones.")],
+        help="Encrypted bundles (dotenv or JSON): a file (binary or base64; file:PATH, '-' for stdin), "
+             "s3://BUCKET/KEY, ssm:/NAME, secretsmanager:NAME or env:VARIABLE (an environment variable holding the "
+             "base64 message). Later sources override earlier ones.")],
     key: Annotated[list[str] | None, typer.Option(
         "--key", "-k", metavar="SPEC", show_default=False,
         help="kms:ID, file:PATH, ssm:/NAME or secretsmanager:NAME (a key file kept there). Repeatable: any may "

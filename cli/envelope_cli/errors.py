@@ -28,15 +28,23 @@ import enum
 import errno
 import os
 import sys
+import threading
 
-__all__ = ["CLI_WORDS", "DEBUG_ENV", "ExitCode", "FileProblem", "Terminated", "classify", "escape", "print_error",
-           "print_warning", "say"]
+__all__ = ["CLI_WORDS", "DEBUG_ENV", "STOPPING", "ExitCode", "FileProblem", "Terminated", "classify", "escape",
+           "print_error", "print_warning", "say"]
 
 DEBUG_ENV = "ENVELOPE_DEBUG"
 PREFIX = "envelope: error: "
 WARNING = "envelope: warning: "
 MAX_LINE = 1000
 BROKEN_PIPE = "the output was closed before the end (broken pipe)"
+
+#: Set by the signal watcher (``envelope_cli.signals``) when it starts ending the process: from then on the
+#: watcher prints the one line, and an error that another thread meets meanwhile (a worker pool broken by the
+#: workers being stopped, an upload the watcher aborted) is not printed: that thread waits for the end.
+STOPPING = threading.Event()
+#: ... for at most this many seconds (the watcher waits up to 90 s for worker processes), then prints after all.
+STOPPING_WAIT = 180.0
 
 #: What ESDK messages look like in base64 (esdk-format.md section 9): v1 (01 80), v2 suites 0x0478 and 0x0578.
 BASE64_PREFIXES = (b"AY", b"AgR4", b"AgV4")
@@ -197,7 +205,12 @@ def print_error(message: str) -> None:
 
     A broken output pipe prints nothing (exit 141): the reader went away on purpose (``| head``), as for any
     tool killed by SIGPIPE. Standard output is pointed at /dev/null if it still holds data that cannot be
-    written, so that the interpreter's exit does not complain about it either."""
+    written, so that the interpreter's exit does not complain about it either.
+
+    While the signal watcher ends the process (:data:`STOPPING`), nothing is printed: the caller waits for the
+    end, so that a stopped run prints exactly the watcher's one line."""
+    if STOPPING.is_set():
+        threading.Event().wait(STOPPING_WAIT)
     if message.endswith(BROKEN_PIPE):
         _quiet_stdout()
         if not debug():

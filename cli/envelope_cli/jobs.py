@@ -36,7 +36,7 @@ from .errors import ExitCode, FileProblem, classify, debug, print_error, say
 from .files import STDIO
 from .headers import header_summary
 from .keys import KeyOptions, build_keyring
-from .locations import SinkRules, create_sink, open_source
+from .locations import Settings, SinkRules, configure, create_sink, kind_of, open_source
 from .planning import Plan, Task
 from .progress import Progress
 from .streams import Base64Reader, Base64Writer, InputMeter, OutputWriter, Readable, Writable
@@ -211,6 +211,7 @@ class Run:
     force: bool = False
     make_folders: bool = False  # several inputs or -r: output folders are created
     metadata: bool = False  # build the --metadata-output record
+    locations: Settings = field(default_factory=Settings)  # what the location kinds are told (before each task)
 
     def materials(self, warn: Callable[[str], None] | None = None) -> Materials:
         """The keyring from ``keys``, behind a new cache when ``cache`` says so. Raises UsageError for bad keys,
@@ -246,6 +247,7 @@ def _difference(after: dict[str, int] | None, before: dict[str, int] | None) -> 
 def process_task(task: Task, run: Run, materials: Materials, *, threads: int | None = None,
                  on_read: Callable[[int], None] | None = None) -> Outcome:
     """Encrypt or decrypt one input into one output. Library and I/O errors become a failed :class:`Outcome`."""
+    configure(run.locations)  # in whatever process runs the task (a worker process, a Dask worker)
     before, folders = materials.cache_counts(), len(tempfiles.CREATED)
     outcome = _transform(task, run, materials, threads, on_read)
     outcome.cache_counts = _difference(materials.cache_counts(), before)
@@ -255,9 +257,17 @@ def process_task(task: Task, run: Run, materials: Materials, *, threads: int | N
     return outcome
 
 
+def _threads(task: Task, size: int | None) -> int | None:
+    """The frame engine's threads for ``task``: what its locations ask for (S3: 0), else the library's choice."""
+    import envelope
+
+    wanted = [kind.engine_threads for kind in (kind_of(task.source), kind_of(task.destination))
+              if kind.engine_threads is not None]
+    return min(wanted) if wanted else envelope.stream_threads(size)
+
+
 def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
                on_read: Callable[[int], None] | None) -> Outcome:
-    import envelope
 
     job = run.job
     started = time.perf_counter()
@@ -269,11 +279,11 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
             meter = InputMeter(source.open(), on_read, location=task.source, size=source.size)
             sink = create_sink(task.destination, SinkRules(
                 force=run.force, mode=job.output_mode(source.mode), make_folders=run.make_folders,
-                refuse_terminal=job.refuse_terminal))
+                refuse_terminal=job.refuse_terminal, expected_size=source.size))
             try:
                 out = OutputWriter(sink.open(), task.destination)
                 done = job.transform(meter, out, materials.manager, length=source.size,
-                                     threads=envelope.stream_threads(source.size) if threads is None else threads)
+                                     threads=_threads(task, source.size) if threads is None else threads)
                 sink.commit()
             except BaseException:
                 sink.abort()

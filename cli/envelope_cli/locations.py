@@ -34,6 +34,13 @@ Planning (``envelope_cli.planning``) then refuses, for every kind alike and befo
 one identity, an output that overwrites what an input holds, and an existing output without ``--force``. Only
 the methods a kind supports need writing: the defaults refuse to read or write and say nothing exists.
 
+What a run tells the kinds besides each location (INPUTs hold messages or plaintext, ``--encode`` /
+``--decode``, each kind's own options such as an S3 part size) is one picklable :class:`Settings`. It travels in
+the run's description, and :func:`configure` applies it in the process that runs a task (the job runner calls it
+before each task, so a worker process or a Dask worker sees what the main process saw); a kind reads it with
+:func:`settings` and its own options with ``settings().option(self.name)``. The built-in kinds (stdin/stdout,
+local files, ``s3://``, ``ssm:`` / ``secretsmanager:``) register themselves on the first :func:`kind_of`.
+
 A location that cannot be read or written raises :class:`envelope.StorageError` (exit 4), a malformed one
 :class:`envelope.UsageError` (exit 2). The runner wraps the streams: an ``OSError`` while reading or writing
 is restated naming the location (``cannot write 'x': No space left on device``), and a source is held to its
@@ -45,10 +52,10 @@ are what travels.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
-__all__ = ["Entry", "Kind", "Planned", "Sink", "SinkRules", "Source", "Walk", "create_sink", "kind_of",
-           "open_source", "register"]
+__all__ = ["BUILTIN_KINDS", "Entry", "Kind", "Planned", "Settings", "Sink", "SinkRules", "Source", "Walk",
+           "configure", "create_sink", "kind_of", "open_source", "register", "settings"]
 
 
 class Source(Protocol):
@@ -98,6 +105,42 @@ class SinkRules(NamedTuple):
     mode: int | None = None  # permission bits of a new file (None: the default for new files)
     make_folders: bool = False  # create missing folders on the way (several inputs or -r)
     refuse_terminal: str | None = None  # the usage error to raise when the output is a terminal
+    expected_size: int | None = None  # the input's size when known: what the output will be about (S3 part sizes)
+
+
+class Settings(NamedTuple):
+    """What a run tells every kind, besides the locations (see the module docstring). Picklable.
+
+    ``reads_messages``: INPUTs hold ESDK messages (decrypt, inspect, exec), else plaintext (encrypt), and so
+    outputs hold plaintext, else messages. ``base64_input`` / ``base64_output``: ``--decode`` / ``--encode``.
+    ``force``: ``--force``. ``options``: (kind name, that kind's options) pairs; each kind defines and documents
+    its own."""
+
+    reads_messages: bool = False
+    base64_input: bool = False
+    base64_output: bool = False
+    force: bool = False  # --force: existing outputs may be replaced (a kind may skip asking whether they exist)
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, kind: str, default: Any = None) -> Any:
+        """The options given for the kind named ``kind`` (``default`` when none were)."""
+        for name, value in self.options:
+            if name == kind:
+                return value
+        return default
+
+
+_SETTINGS: list[Settings] = [Settings()]
+
+
+def configure(run_settings: Settings) -> None:
+    """Make ``run_settings`` what every kind of this process sees (until the next call)."""
+    _SETTINGS[0] = run_settings
+
+
+def settings() -> Settings:
+    """The settings of the run this process works for (:func:`configure`)."""
+    return _SETTINGS[0]
 
 
 def _ignore(location: str, why: str) -> None:
@@ -139,6 +182,9 @@ class Kind:
     so a read-only or write-only kind implements only what it supports."""
 
     name = "location"
+    #: Frame-engine worker threads for a task that reads or writes this kind (the lowest of its two kinds
+    #: counts); None: the library's choice (``envelope.stream_threads``).
+    engine_threads: int | None = None
 
     def claims(self, location: str) -> bool:
         raise NotImplementedError
@@ -186,6 +232,9 @@ class Kind:
 
 
 _KINDS: list[Kind] = []
+#: Modules that register the built-in kinds when imported (``files`` registers the local files, last of all).
+BUILTIN_KINDS = ("files", "s3_locations", "stored_locations")
+_LOADED: list[bool] = []
 
 
 def register(kind: Kind, *, last: bool = False) -> None:
@@ -197,8 +246,12 @@ def register(kind: Kind, *, last: bool = False) -> None:
 
 
 def kind_of(location: str) -> Kind:
-    from . import files  # noqa: F401 - registers stdin/stdout and the local files (the catch-all) on import
+    if not _LOADED:
+        import importlib
 
+        for module in BUILTIN_KINDS:  # each registers its kinds on import
+            importlib.import_module(f"{__package__}.{module}")
+        _LOADED.append(True)
     for kind in _KINDS:
         if kind.claims(location):
             return kind

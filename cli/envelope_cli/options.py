@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .jobs import CacheSettings
 
 __all__ = ["DEFAULT_CACHE_CAPACITY", "cache_settings", "check_inputs_are_not_pairs", "frame_size", "in_range",
-           "pairs", "policy", "seconds", "suite"]
+           "pairs", "part_size", "policy", "seconds", "ssm_tier", "suite", "version_stage"]
 
 #: ``--cache-capacity`` default: entries per cache (one per process).
 DEFAULT_CACHE_CAPACITY = 1000
@@ -122,3 +122,49 @@ def cache_settings(max_age: str | None, max_messages: int | None, max_bytes: int
         age, envelope.DEFAULT_CACHE_MAX_MESSAGES if max_messages is None else max_messages,
         envelope.DEFAULT_CACHE_MAX_BYTES if max_bytes is None else max_bytes,
         DEFAULT_CACHE_CAPACITY if capacity is None else capacity)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+
+
+def part_size(text: str | None) -> int | None:
+    """``--part-size``: bytes, or a number with KiB / MiB / GiB (K, M, G: the same), between the S3 limits
+    (``envelope.s3.MIN_PART_SIZE``, 5 MiB, and ``MAX_PART_SIZE``, 5 GiB); None: the library's default."""
+    import re
+
+    import envelope.s3
+    from envelope import UsageError
+
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = _UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise UsageError(f"--part-size {text!r}: expected bytes or a size such as 8MiB or 16MiB")
+    value = int(match.group(1)) * unit
+    low, high = envelope.s3.MIN_PART_SIZE, envelope.s3.MAX_PART_SIZE
+    if not low <= value <= high:
+        shown = f"{low // 2**20} MiB" if low % 2**20 == 0 else f"{low} bytes"
+        raise UsageError(f"--part-size {text!r}: S3 parts must be at least {shown} (S3's minimum for every part "
+                         f"but the last) and at most {high // 2**30} GiB")
+    return value
+
+
+def ssm_tier(text: str | None) -> str:
+    """``--ssm-tier``: standard (the default) or advanced."""
+    import envelope.aws
+    from envelope import UsageError
+
+    tier = "standard" if text is None else text.lower()
+    if tier not in envelope.aws.SSM_TIERS:
+        raise UsageError(f"--ssm-tier {text!r}: use standard (4,096 characters) or advanced (8,192)")
+    return tier
+
+
+def version_stage(text: str | None) -> str | None:
+    """``--version-stage``: 1 to 256 printable characters (Secrets Manager's staging labels)."""
+    from envelope import UsageError
+
+    if text is not None and not (1 <= len(text) <= 256 and text.isprintable()):
+        raise UsageError("--version-stage: a version stage is 1 to 256 printable characters, such as AWSPREVIOUS")
+    return text

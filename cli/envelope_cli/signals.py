@@ -4,10 +4,13 @@ Python runs signal handlers only in the main thread, between bytecodes. While th
 the kernel may deliver the signal to one of its worker threads, and the main thread may sit in a blocking
 ``read`` of a pipe: a handler would then never run. So these signals are blocked in every thread (threads
 and forked workers inherit the mask) and one watcher thread takes them with ``sigwait``: it terminates our
-worker processes, removes the registered temporary files (holding the registry lock, so no new one is
-created), and ends the process with ``os._exit``. Destinations are untouched: a temporary file is renamed
-only after the whole message verified. Where ``sigwait`` does not exist (Windows), a handler raising
-:class:`~envelope_cli.errors.Terminated` in the main thread does the same through ``finally`` blocks.
+worker processes, aborts this process's S3 uploads (:func:`envelope.s3.abort_all_uploads`: no object, no
+pending multipart upload; a task whose upload it stopped waits for the process to end rather than report it),
+waits (bounded) for the workers to do the same, removes the registered temporary files (holding the registry
+lock, so no new one is created), and ends the process with ``os._exit``. Destinations are untouched: a
+temporary file is renamed, and an upload completed, only after the whole message verified. Where ``sigwait``
+does not exist (Windows), a handler raising :class:`~envelope_cli.errors.Terminated` in the main thread does
+the same through ``finally`` blocks.
 
 A blocked mask is inherited across ``exec``. Programs the CLI starts (botocore runs an AWS ``credential_process``
 through ``subprocess.Popen``) therefore get these signals unblocked again in the child, just before ``exec``;
@@ -23,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-from .errors import PREFIX, Terminated
+from .errors import PREFIX, STOPPING, Terminated
 from .tempfiles import abandon_temporary_files
 
 __all__ = ["install"]
@@ -35,18 +38,45 @@ def _signals() -> set[signal.Signals]:
     return {getattr(signal, name) for name in _NAMES if hasattr(signal, name)}
 
 
+#: Seconds the main process waits for its worker processes to abort their uploads and remove their files.
+CHILDREN_WAIT = 90.0
+
+
+def _abort_uploads() -> int:
+    """Abort every S3 upload of this process that is not complete (only if ``envelope.s3`` was ever used);
+    returns how many there were."""
+    s3 = sys.modules.get("envelope.s3")
+    if s3 is None:
+        return 0
+    try:
+        return int(s3.abort_all_uploads())
+    except Exception:  # noqa: BLE001 - the process is ending either way; each writer keeps its error
+        return 0
+
+
 def _watch(signals: set[signal.Signals], main: bool) -> None:
     signum = signal.sigwait(signals)
+    STOPPING.set()  # other threads print no error line from now on (errors.print_error)
+    children: list[Any] = []
     if main and "multiprocessing" in sys.modules:
         import multiprocessing
 
-        for child in multiprocessing.active_children():  # our own worker processes, by their pid
+        children = multiprocessing.active_children()
+        for child in children:  # our own worker processes, by their pid: each aborts its uploads, removes its files
             child.terminate()
+    uploads = _abort_uploads()
+    if children:
+        import time
+
+        deadline = time.monotonic() + CHILDREN_WAIT
+        for child in children:
+            child.join(max(0.0, deadline - time.monotonic()))
     abandon_temporary_files()  # keeps the registry locked until the process is gone
     if main:
         word = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
         try:
-            sys.stderr.write(f"{PREFIX}{word}; temporary files were removed\n")
+            aborted = " and uploads aborted" if uploads else ""
+            sys.stderr.write(f"{PREFIX}{word}; temporary files were removed{aborted}\n")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass

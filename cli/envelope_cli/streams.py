@@ -72,6 +72,27 @@ class InputMeter:
                                                               f"bytes when opened, {read} were read)"),
                            self._location)
 
+    def seekable(self) -> bool:
+        seekable = getattr(self._raw, "seekable", None)
+        return bool(seekable()) if seekable is not None else False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """For readers that need a seekable source (``decrypt --range``). After a seek the bytes read are no
+        longer a prefix of the input, so the size check stops: what is read then is verified by its frame tags
+        (and an S3 object by its ETag)."""
+        self.size = None
+        return int(self._raw.seek(offset, whence))  # type: ignore[attr-defined]
+
+    def tell(self) -> int:
+        return int(self._raw.tell())  # type: ignore[attr-defined]
+
+    def set_fetch_end(self, end: int | None) -> None:
+        """A read-ahead hint (:meth:`envelope.s3.S3Reader.set_fetch_end`: how far the next reads go), passed on
+        when the input takes it; :func:`envelope.decrypt_range` gives it."""
+        hint = getattr(self._raw, "set_fetch_end", None)
+        if hint is not None:
+            hint(end)
+
     def read(self, size: int = -1) -> bytes:
         """Only for readers that do not use ``readinto``; the library does."""
         if size is None or size < 0:
