@@ -39,10 +39,11 @@ from aws_fixtures import (
 )
 from aws_fixtures import TEST_BUCKET as BUCKET
 from cli_support import key_file
-from helpers import esdk_aes_key, esdk_encrypt, flip_bit
+from helpers import esdk_aes_key, esdk_encrypt
 from runner_support import ok, one_error_line, run
 
 import envelope
+from testkit.messages import flip_bit
 
 pytestmark = pytest.mark.usefixtures("fast_cli")
 
