@@ -1,8 +1,11 @@
 """Helpers for the issue-12 CLI tests: real processes, an ordinary user, a private /dev.
 
 - :func:`envelope` runs ``python -m envelope_cli.main`` as a real process (cwd: the test's folder).
-- :func:`as_ordinary_user` runs it as ``nobody`` when the tests run as root (``setpriv``), because root reads
-  and writes where an ordinary user cannot; as any other user the tests already are an ordinary user.
+- :func:`as_ordinary_user` runs it without root's powers when the tests run as root, because root reads and
+  writes where an ordinary user cannot: ``setpriv`` clears every capability (bounding, inheritable and ambient
+  sets), so the process keeps uid 0 but permission bits apply to it as to any user's process. (Switching to
+  ``nobody`` instead fails wherever the checkout or its venv is private to root, as in a fresh clone under a
+  0700 temporary folder.) As any other user the tests already are an ordinary user.
 - :func:`in_private_dev` runs a shell command in private user and mount namespaces (``unshare -rm``) whose
   ``/dev`` is a fresh tmpfs holding only the standard links (``stdin``, ``stdout``, ``stderr``, ``fd``) and
   the usual devices bound from the real ``/dev``. A test of ``-o /dev/stdout`` runs there, so that even if the
@@ -21,7 +24,6 @@ from pathlib import Path
 import pytest
 
 CLI = [sys.executable, "-m", "envelope_cli.main"]
-NOBODY = 65534
 KEY_FILE = ('{"type": "raw-aes", "namespace": "issue12", "name": "k", "key": '
             '"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}')
 
@@ -66,19 +68,13 @@ def one_error(result: subprocess.CompletedProcess[bytes], code: int, *words: str
 
 
 def as_ordinary_user(folder: Path) -> list[str]:
-    """The command prefix that drops root for ``nobody`` (and gives ``folder``'s files to nobody), or nothing
-    when the tests already run as an ordinary user."""
+    """The command prefix that runs a command as root without capabilities (see the module docstring), or
+    nothing when the tests already run as an ordinary user. ``folder`` is where the command works."""
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
     assert setpriv, "running the tests as root needs setpriv (util-linux) to test as an ordinary user"
-    for parent in [folder, *folder.parents]:  # nobody must be able to reach the folder
-        if parent == Path(parent.anchor):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o111)
-    for path in [folder, *folder.rglob("*")]:
-        os.lchown(path, NOBODY, NOBODY)
-    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+    return [setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
 
 
 def private_dev_works(spare: Path) -> bool:

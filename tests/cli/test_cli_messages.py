@@ -183,7 +183,7 @@ def test_a_read_error_names_the_input(work: Path) -> None:
 
 
 def test_permission_errors_as_an_ordinary_user(tmp_path: Path) -> None:
-    """As root these succeed (root reads and writes anything), so this runs as nobody (cli_support)."""
+    """As root these succeed (root reads and writes anything), so this runs without root's capabilities."""
     key_file(tmp_path)
     (tmp_path / "p.txt").write_bytes(b"x")
     (tmp_path / "locked").mkdir()
