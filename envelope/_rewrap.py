@@ -24,6 +24,7 @@ answer to a leaked data key or an old copy of the message in the wrong hands (re
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import stat
@@ -59,6 +60,11 @@ from ._suites import CommitmentPolicy, resolve_policy
 from .errors import FormatError, KeyringError, TruncatedError, UsageError
 
 __all__ = ["RewrapResult", "rewrap_stream"]
+
+#: What copy_file_range / sendfile answer for a pair of descriptors they cannot copy between (another file
+#: system on old kernels, a pipe, an O_APPEND output, ...): the next way is tried. Other errors are real ones.
+_UNSUPPORTED = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF, errno.EPERM,
+                errno.ESPIPE}
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,10 @@ def _copy_file(in_fd: int, out_fd: int, offset: int, count: int) -> None:
                 got = len(data)
                 if got:
                     write_all(lambda b: os.write(out_fd, b), data)
-        except OSError:
-            if not methods:
+        except OSError as exc:
+            if not methods or exc.errno not in _UNSUPPORTED:
                 raise
-            methods.pop(0)  # not supported for these two descriptors (EXDEV, EINVAL, ENOSYS, ...): the next way
+            methods.pop(0)  # not supported for these two descriptors: the next way
             continue
         if not got:
             raise TruncatedError("message body", offset, end)

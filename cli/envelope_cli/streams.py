@@ -72,6 +72,32 @@ class InputMeter:
                                                               f"bytes when opened, {read} were read)"),
                            self._location)
 
+    # For a reader that copies part of the input by descriptor (envelope.rewrap_stream copies an unsigned body
+    # from file to file in the kernel): it asks for the descriptor and where the input is, copies, then seeks
+    # past what it copied; those bytes count as read, under the same size rule as every other read.
+
+    def fileno(self) -> int:
+        return int(self._raw.fileno())  # type: ignore[attr-defined]
+
+    def tell(self) -> int:
+        return int(self._raw.tell())  # type: ignore[attr-defined]
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        import io
+
+        before = self.tell()
+        if whence != io.SEEK_SET or offset < before:
+            raise io.UnsupportedOperation("the input is only read forward")
+        self._raw.seek(offset)  # type: ignore[attr-defined]
+        moved = offset - before
+        if moved:
+            self.count += moved
+            if self._on_read is not None:
+                self._on_read(moved)
+            if self.size is not None and self.count > self.size:
+                raise self._changed("more")
+        return offset
+
     def read(self, size: int = -1) -> bytes:
         """Only for readers that do not use ``readinto``; the library does."""
         if size is None or size < 0:
@@ -84,11 +110,22 @@ class OutputWriter:
     """The library's view of an output: a write error names the output (``cannot write 'x': No space left on
     device``). One call per batch, as the library writes whole batches."""
 
-    __slots__ = ("_location", "_write")
+    __slots__ = ("_location", "_raw", "_write")
 
     def __init__(self, raw: BinaryIO, location: str) -> None:
+        self._raw = raw
         self._write = raw.write
         self._location = location
+
+    def fileno(self) -> int:
+        """For a copy in the kernel (see :meth:`InputMeter.fileno`), which writes at the descriptor's position."""
+        return self._raw.fileno()
+
+    def flush(self) -> None:
+        try:
+            self._raw.flush()
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, self._location) from None
 
     def write(self, data: Any) -> int:
         try:
