@@ -46,11 +46,9 @@ def rewrap(message: bytes, *, old_keyring: envelope.Keyring | envelope.Materials
 
 def body_of(message: bytes) -> bytes:
     """The body bytes: after the header, before the footer."""
-    header, auth, used = fmt.parse_header(message)
-    end = len(message)
-    if header.suite.signed:
-        end -= fmt.footer_length(fmt.parse_message(message).footer.signature.__len__())  # type: ignore[union-attr]
-    return message[used:end]
+    header, _, used = fmt.parse_header(message)
+    footer = fmt.parse_message(message).footer
+    return message[used:len(message) - (fmt.footer_length(len(footer.signature)) if footer is not None else 0)]
 
 
 def assert_rewrapped(original: bytes, output: bytes) -> None:
