@@ -46,7 +46,7 @@ def rewrap(message: bytes, *, old_keyring: envelope.Keyring | envelope.Materials
 
 def body_of(message: bytes) -> bytes:
     """The body bytes: after the header, before the footer."""
-    header, _, used = fmt.parse_header(message)
+    used = fmt.parse_header(message)[2]
     footer = fmt.parse_message(message).footer
     return message[used:len(message) - (fmt.footer_length(len(footer.signature)) if footer is not None else 0)]
 
