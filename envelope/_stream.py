@@ -619,11 +619,24 @@ def pass_framed(src: Source, write: Write, aead: AESGCM | None, message_id: byte
     totals = [0]
     expected = 1
     slots: list[tuple[memoryview, memoryview | None]] = []
+    # two hashes of every batch (a signed suite's old verifier and new signer): hashlib releases the GIL, so
+    # with threads allowed the first runs on a helper thread while the writer thread runs the second
+    helper = None
+    if threads and len(hashers) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        helper = ThreadPoolExecutor(1, thread_name_prefix="envelope-hash")
 
     def done(slot: int, n: int) -> None:
         view = memoryview(slots[slot][0])[:n]
-        for hasher in hashers:
-            hasher.update(view)
+        if helper is not None:
+            first = helper.submit(hashers[0].update, view)
+            for hasher in hashers[1:]:
+                hasher.update(view)
+            first.result()
+        else:
+            for hasher in hashers:
+                hasher.update(view)
         write_all(write, view)
         totals[0] += n
 
@@ -660,6 +673,8 @@ def pass_framed(src: Source, write: Write, aead: AESGCM | None, message_id: byte
         pipeline.drain()
     finally:
         pipeline.close()
+        if helper is not None:
+            helper.shutdown(wait=True)
     slots.clear()
 
     start = src.position
