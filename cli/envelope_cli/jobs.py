@@ -3,12 +3,12 @@
 A command line becomes one frozen :class:`Run`: an :class:`EncryptJob`, :class:`DecryptJob` or :class:`RewrapJob`
 whose fields are the keyword arguments of :func:`envelope.encrypt_stream` / :func:`envelope.decrypt_stream` /
 :func:`envelope.rewrap_stream`, the keys and cache that make the materials manager, and the output rules.
-:func:`process_task` runs one :class:`~envelope_cli.planning.Task` with it: it opens the source and the sink
-through ``envelope_cli.locations`` (so every kind of location works the same), lets the job call the library, and
-commits the sink only after the library returned. The input goes through an
-:class:`~envelope_cli.streams.InputMeter` that holds it to the size the source had when it was opened (an input
-that changes while being read fails, exit 4) and the output through an :class:`~envelope_cli.streams.OutputWriter`,
-so I/O errors name the file. The runner has no branch on the direction: what differs between encrypt, decrypt and rewrap is a method or attribute of the job.
+:func:`process_task` runs one :class:`~envelope_cli.planning.Task` with it: it opens the source and the sink through
+``envelope_cli.locations`` (so every kind of location works the same), lets the job call the library, and commits
+the sink only after the library returned. The input goes through an :class:`~envelope_cli.streams.InputMeter` that
+holds it to the size the source had when it was opened (an input that changes while being read fails, exit 4) and
+the output through an :class:`~envelope_cli.streams.OutputWriter`, so I/O errors name the file. The runner has no
+branch on the direction: what differs between encrypt, decrypt and rewrap is a method or attribute of the job.
 
 Each process encrypts or decrypts through one :class:`Materials`: always a materials manager, the
 :class:`~envelope.DefaultMaterialsManager` over the keyring, or with ``--cache-max-age`` a
