@@ -79,6 +79,23 @@ DECRYPT_CONTEXT_HELP = (
     "required context key (not stored), authenticate with this pair. KEY alone: the message must hold KEY, with "
     "any value. Repeat -c for each.")
 
+DiscoveryPartition = Annotated[str | None, typer.Option(
+    "--discovery-partition", metavar="P", show_default=False,
+    help="With --discovery-account: the accounts' AWS partition (default aws).")]
+DiscoveryAccount = Annotated[list[str] | None, typer.Option(
+    "--discovery-account", metavar="ID", show_default=False,
+    help="Limit --discovery to KMS keys of this AWS account (repeatable).")]
+DecryptContext = Annotated[list[str] | None, typer.Option(
+    "--context", "-c", "--encryption-context", metavar="KEY[=VALUE]", show_default=False,
+    help=DECRYPT_CONTEXT_HELP)]
+MaxEdksRead = Annotated[int | None, typer.Option(
+    "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
+    help="Refuse messages with more than N encrypted data keys, as soon as the count is read (default "
+         "256).")]
+DecryptRegion = Annotated[str | None, typer.Option(
+    "--region", metavar="REGION", show_default=False,
+    help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
+         "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")]
 Inputs = Annotated[list[str] | None, typer.Argument(
     metavar="INPUT", show_default=False,
     help="Files (or folders, with -r). '-', /dev/stdin or none: stdin, and then the output goes to stdout.")]
@@ -305,25 +322,16 @@ def decrypt(
     discovery: Annotated[bool, typer.Option(
         "--discovery", help="Let AWS KMS open any aws-kms data key the AWS credentials may decrypt (instead of "
                             "--key).")] = False,
-    discovery_partition: Annotated[str | None, typer.Option(
-        "--discovery-partition", metavar="P", show_default=False,
-        help="With --discovery-account: the accounts' AWS partition (default aws).")] = None,
-    discovery_account: Annotated[list[str] | None, typer.Option(
-        "--discovery-account", metavar="ID", show_default=False,
-        help="Limit --discovery to KMS keys of this AWS account (repeatable).")] = None,
-    context: Annotated[list[str] | None, typer.Option(
-        "--context", "-c", "--encryption-context", metavar="KEY[=VALUE]", show_default=False,
-        help=DECRYPT_CONTEXT_HELP)] = None,
+    discovery_partition: DiscoveryPartition = None,
+    discovery_account: DiscoveryAccount = None,
+    context: DecryptContext = None,
     decode: Annotated[bool, typer.Option(
         "--decode", help="Read base64 (whitespace and line breaks are ignored).")] = False,
     commitment_policy: Policy = None,
     unsigned_only: Annotated[bool, typer.Option(
         "--unsigned-only", help="Refuse signed messages before any output (so nothing unverified is "
                                 "ever written, even to a pipe).")] = False,
-    max_encrypted_data_keys: Annotated[int | None, typer.Option(
-        "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
-        help="Refuse messages with more than N encrypted data keys, as soon as the count is read (default "
-             "256).")] = None,
+    max_encrypted_data_keys: MaxEdksRead = None,
     max_frame_length: Annotated[int | None, typer.Option(
         "--max-frame-length", metavar="BYTES", callback=_at_least(1), show_default=False,
         help="Refuse frames (or a non-framed body) longer than BYTES, before reading them: each is held in "
@@ -340,10 +348,7 @@ def decrypt(
     workers: Workers = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
-    region: Annotated[str | None, typer.Option(
-        "--region", metavar="REGION", show_default=False,
-        help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
-             "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")] = None,
+    region: DecryptRegion = None,
     grant_token: GrantTokens = None,
     cache_max_age: CacheMaxAge = None,
     cache_capacity: CacheCapacity = None,
@@ -403,25 +408,16 @@ def rewrap(
     discovery: Annotated[bool, typer.Option(
         "--discovery", help="Open the data keys with any aws-kms key the AWS credentials may decrypt (instead "
                             "of --old-key).")] = False,
-    discovery_partition: Annotated[str | None, typer.Option(
-        "--discovery-partition", metavar="P", show_default=False,
-        help="With --discovery-account: the accounts' AWS partition (default aws).")] = None,
-    discovery_account: Annotated[list[str] | None, typer.Option(
-        "--discovery-account", metavar="ID", show_default=False,
-        help="Limit --discovery to KMS keys of this AWS account (repeatable).")] = None,
-    context: Annotated[list[str] | None, typer.Option(
-        "--context", "-c", "--encryption-context", metavar="KEY[=VALUE]", show_default=False,
-        help=DECRYPT_CONTEXT_HELP)] = None,
+    discovery_partition: DiscoveryPartition = None,
+    discovery_account: DiscoveryAccount = None,
+    context: DecryptContext = None,
     verify: Annotated[bool | None, typer.Option(
         "--verify/--no-verify", show_default=False,
         help="Also check every frame's tag while copying (default: on for signed suites, whose body is hashed "
              "anyway; off for unsigned ones, whose body is then copied without being read). A signed message's "
              "signature is always verified.")] = None,
     commitment_policy: Policy = None,
-    max_encrypted_data_keys: Annotated[int | None, typer.Option(
-        "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
-        help="Refuse messages with more than N encrypted data keys, as soon as the count is read (default "
-             "256).")] = None,
+    max_encrypted_data_keys: MaxEdksRead = None,
     max_frame_length: Annotated[int | None, typer.Option(
         "--max-frame-length", metavar="BYTES", callback=_at_least(1), show_default=False,
         help="Refuse frames longer than BYTES, and with --verify a non-framed body longer than that (held in "
@@ -434,10 +430,7 @@ def rewrap(
     workers: Workers = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
-    region: Annotated[str | None, typer.Option(
-        "--region", metavar="REGION", show_default=False,
-        help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
-             "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")] = None,
+    region: DecryptRegion = None,
     grant_token: GrantTokens = None,
 ) -> int:
     """Give messages new keys without decrypting them (key rotation, adding or dropping a key).
