@@ -408,6 +408,29 @@ def _open_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryv
     return count * f
 
 
+def _read_final_frame(src: Source, expected: int, frame_length: int) -> tuple[bytearray, bytearray, int, int]:
+    """The final frame, due as number ``expected``: (its head up to the content, content and tag, its number,
+    its content length). A regular frame in its place has fewer than a whole frame's bytes left (a whole one
+    would have gone into a batch): the error names the field the input ends in."""
+    r = frame_length + REGULAR_OVERHEAD
+    start = src.position
+    marker = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
+    first = SEQUENCE_NUMBER.unpack(marker)[0]
+    if first != FINAL_FRAME_MARKER:
+        if first != expected:
+            raise sequence_error(first, expected, start)
+        have, chunk = len(marker), memoryview(bytearray(min(r, 1 << 16)))
+        while have < r and (got := src.readinto(chunk[:min(len(chunk), r - have)])):
+            have += got
+        raise cut_frame_error(start, have, frame_length)
+    head = marker + src.read_exact(FINAL_CONTENT - FINAL_SEQUENCE, "final frame header")
+    seq = int(SEQUENCE_NUMBER.unpack_from(head, FINAL_SEQUENCE)[0])
+    check_final_sequence(seq, expected, start)
+    length = int(U32.unpack_from(head, FINAL_LENGTH)[0])
+    check_final_length(length, frame_length, start)
+    return head, src.read_exact(length + TAG_LENGTH, "final frame content"), seq, length
+
+
 def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, frame_length: int, *,
                 finish: Callable[[], None], hasher: Hasher | None = None, threads: int = 0) -> int:
     """Decrypt a framed body from ``src``, writing each batch once all its tags verified.
@@ -461,24 +484,7 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
         pipeline.close()
     slots.clear()  # unmap the batch buffers before the final frame is read
 
-    # the final frame
-    start = src.position
-    marker = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
-    first = SEQUENCE_NUMBER.unpack(marker)[0]
-    if first != FINAL_FRAME_MARKER:
-        if first != expected:
-            raise sequence_error(first, expected, start)
-        # fewer than r bytes are left (a whole frame would have gone into a batch): name the field they end in
-        have, chunk = len(marker), memoryview(bytearray(min(r, 1 << 16)))
-        while have < r and (got := src.readinto(chunk[:min(len(chunk), r - have)])):
-            have += got
-        raise cut_frame_error(start, have, f)
-    head = marker + src.read_exact(FINAL_CONTENT - FINAL_SEQUENCE, "final frame header")
-    seq = SEQUENCE_NUMBER.unpack_from(head, FINAL_SEQUENCE)[0]
-    check_final_sequence(seq, expected, start)
-    length = U32.unpack_from(head, FINAL_LENGTH)[0]
-    check_final_length(length, f, start)
-    content = src.read_exact(length + TAG_LENGTH, "final frame content")
+    head, content, seq, length = _read_final_frame(src, expected, f)
     if hasher is not None:
         hasher.update(head)
         hasher.update(content)
@@ -677,22 +683,7 @@ def pass_framed(src: Source, write: Write, aead: AESGCM | None, message_id: byte
             helper.shutdown(wait=True)
     slots.clear()
 
-    start = src.position
-    marker = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
-    first = SEQUENCE_NUMBER.unpack(marker)[0]
-    if first != FINAL_FRAME_MARKER:
-        if first != expected:
-            raise sequence_error(first, expected, start)
-        have, chunk = len(marker), memoryview(bytearray(min(r, 1 << 16)))
-        while have < r and (got := src.readinto(chunk[:min(len(chunk), r - have)])):
-            have += got
-        raise cut_frame_error(start, have, f)
-    head = marker + src.read_exact(FINAL_CONTENT - FINAL_SEQUENCE, "final frame header")
-    seq = SEQUENCE_NUMBER.unpack_from(head, FINAL_SEQUENCE)[0]
-    check_final_sequence(seq, expected, start)
-    length = U32.unpack_from(head, FINAL_LENGTH)[0]
-    check_final_length(length, f, start)
-    content = src.read_exact(length + TAG_LENGTH, "final frame content")
+    head, content, seq, length = _read_final_frame(src, expected, f)
     if aead is not None:
         try:
             aead.decrypt(head[FINAL_IV:FINAL_LENGTH], content, body_aad(message_id, FINAL_FRAME_STRING, seq, length))
