@@ -121,6 +121,22 @@ def test_pipes(work: Path) -> None:
                             capture_output=True, cwd=work, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert envelope.decrypt(result.stdout, keyring=envelope.load_keyring("new.key")).plaintext == PLAIN
+    # a file into a pipe: the body goes through sendfile (copy_file_range cannot write to a pipe)
+    result = subprocess.run([*CLI, "rewrap", "m", "--old-key", "old.key", "-k", "new.key", "-o", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert envelope.decrypt(result.stdout, keyring=envelope.load_keyring("new.key")).plaintext == PLAIN
+    # a file into a file opened for appending (a shell's >>): copied through a buffer, after what was there
+    with open(work / "log", "wb") as log:
+        log.write(b"previous run\n")
+    with open(work / "log", "ab") as log:
+        result = subprocess.run([*CLI, "rewrap", "m", "--old-key", "old.key", "-k", "new.key", "-o", "-"],
+                                stdout=log, stderr=subprocess.PIPE, cwd=work, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    appended = (work / "log").read_bytes()
+    assert appended.startswith(b"previous run\n")
+    rewrapped = appended[len(b"previous run\n"):]
+    assert envelope.decrypt(rewrapped, keyring=envelope.load_keyring("new.key")).plaintext == PLAIN
 
 
 def test_signed_messages_are_verified_by_default_and_always_re_signed(work: Path) -> None:
