@@ -60,8 +60,11 @@ def envelope_stream(spec: Spec) -> dict[str, Any]:
     src, dst = _open_in(spec["input"]), _open_out(spec["output"])
     start = time.perf_counter()
     if spec["op"] == "encrypt":
-        result = envelope.encrypt_stream(src, dst, keyring=keyring, context=CONTEXT, algorithm=spec.get("suite"),
-                                         frame_length=spec.get("frame"))
+        result: Any = envelope.encrypt_stream(src, dst, keyring=keyring, context=CONTEXT,
+                                              algorithm=spec.get("suite"), frame_length=spec.get("frame"))
+    elif spec["op"] == "rewrap":  # issue 15: the data key wrapped by new_key, the body copied unchanged
+        result = envelope.rewrap_stream(src, dst, old=keyring, new=envelope.load_keyring(spec["new_key"]),
+                                        verify=spec.get("verify"))
     else:
         result = envelope.decrypt_stream(src, dst, keyring=keyring)
     _close(dst)

@@ -30,7 +30,7 @@ from . import report, tools
 from .report import fmt_size, frame_tag
 from .tools import CommandFailed, Run, Skip
 
-GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3")
+GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap")
 GROUP_HELP = {
     "files": "file encrypt/decrypt: envelope CLI and library, ESDK library (2 frame lengths) and CLI, age, cp",
     "pipes": "cat f | TOOL | cat > out for the same tools, and cat | cat",
@@ -43,6 +43,8 @@ GROUP_HELP = {
     "coldstart": "a fresh process decrypting 3 secrets under KMS on moto: envelope.aws.load_env vs the Lambda "
                  "console's boto3 snippet",
     "s3": "the large file to and from S3 on moto: envelope.s3 vs boto3 upload_file/download_file; a 1 MiB range",
+    "rewrap": "new keys for the large message without re-encryption: envelope rewrap (CLI, library, --verify, "
+              "signed) vs cp of the same file",
 }
 CONTEXT_ARG = "purpose=benchmark"
 ESDK_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"  # 0x0478, envelope's default: same suite for every peer
@@ -453,6 +455,66 @@ def group_suites(b: Bench) -> None:
     b.measure(cases, b.args.reps)
 
 
+def group_rewrap(b: Bench) -> None:
+    """Issue 15: rewrap the large message (unsigned 0x0478 and signed 0x0578, 1 MiB frames) against ``cp`` of the
+    same ciphertext file. The unsigned body is copied by the kernel unless --verify opens every frame; the signed
+    one is read once and hashed twice (old signature checked, new one made). Each output is checked once: it
+    decrypts with the new key to the plaintext."""
+    import envelope
+
+    size = b.args.size
+    plain, key = b.plain(size), b.key()
+    new_key = b.ws / "envelope-new.key"
+    if not new_key.exists():
+        doc = {"type": "raw-aes", "namespace": KEY_NAMESPACE, "name": "bench-new-key",
+               "key": base64.b64encode(os.urandom(32)).decode()}
+        new_key.write_text(json.dumps(doc))
+        new_key.chmod(0o600)
+    new_keyring = envelope.load_keyring(str(new_key))
+
+    def decrypts_to_plain(produced: Path) -> Callable[[], None]:
+        def check() -> None:
+            with open(produced, "rb") as src, open(b.out("rewrap-check"), "wb") as dst:
+                envelope.decrypt_stream(src, dst, keyring=new_keyring)
+            same = filecmp.cmp(plain, b.out("rewrap-check"), shallow=False)
+            b.out("rewrap-check").unlink()
+            if not same:
+                raise ValueError(f"{produced.name} does not decrypt to the plaintext")
+        return check
+
+    cases: list[Case] = []
+    for suite in (0x0478, 0x0578):
+        name = f"0x{suite:04x}"
+        ct = b.prepare(f"{name} ciphertext to rewrap", lambda p, suite=suite: tools.run_child(
+            "envelope", {"key": str(key), "suite": suite, "op": "encrypt", "input": str(plain), "output": str(p)},
+            b.ws), f"rewrap-{name}.ct")
+        if suite == 0x0478:
+            cp_out = b.out("rewrap-cp")
+            cases.append(Case("rewrap/cp", "cp of the message", "MB/s", size,
+                              lambda ct=ct, cp_out=cp_out: tools.run_command(["cp", str(ct), str(cp_out)]),
+                              b.removing(cp_out), b.same_as(ct, cp_out)))
+            try:
+                exe = b.envelope_cli()
+                cli_out = b.out("rewrap-cli")
+                cases.append(Case("rewrap/envelope-cli", f"envelope rewrap (CLI), {name}", "MB/s", size,
+                                  lambda ct=ct, cli_out=cli_out, exe=exe: tools.run_command(
+                                      [exe, "rewrap", str(ct), "-o", str(cli_out), "--old-key", f"file:{key}",
+                                       "--key", f"file:{new_key}", "--force"]),
+                                  b.removing(cli_out), decrypts_to_plain(cli_out), True, {"suite": name}))
+            except Skip as exc:
+                b.skip("envelope rewrap (CLI)", str(exc))
+        for verify in ((None, True) if suite == 0x0478 else (None,)):
+            tag = "-verify" if verify else ""
+            dst = b.out(f"rewrap-{name}{tag}")
+            spec = {"key": str(key), "new_key": str(new_key), "op": "rewrap", "verify": verify, "input": str(ct),
+                    "output": str(dst)}
+            label = f"envelope.rewrap_stream, {name}" + (", verify" if verify else "")
+            cases.append(Case(f"rewrap/envelope-lib-{name}{tag}", label, "MB/s", size,
+                              lambda spec=spec: tools.run_child("envelope", spec, b.ws), b.removing(dst),
+                              decrypts_to_plain(dst), True, {"suite": name, "verify": bool(verify)}))
+    b.measure(cases, b.args.reps)
+
+
 def group_rss(b: Bench) -> None:
     """Peak RSS at size/8 and size: envelope CLI on files and pipes, and the library, for both suites.
 
@@ -746,6 +808,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "startup": group_startup, "many": group_many, "kms": group_kms,
     "coldstart": group_coldstart,
     "s3": group_s3,
+    "rewrap": group_rewrap,
 }
 
 

@@ -110,6 +110,14 @@ def ratio_specs(default_frame: int) -> list[RatioSpec]:
                   "s3/envelope/decrypt", None, "#13", by_seconds=True),
         RatioSpec("S3 1 MiB range / boto3 full download_file (time)", "s3/envelope/range", "s3/boto3/download",
                   None, "#13", by_seconds=True),
+        RatioSpec("rewrap 0x0478: envelope.rewrap_stream / cp of the message", "rewrap/envelope-lib-0x0478",
+                  "rewrap/cp", (">=", 0.8), "#15"),
+        RatioSpec("rewrap 0x0478: envelope rewrap (CLI) / cp of the message", "rewrap/envelope-cli", "rewrap/cp",
+                  (">=", 0.8), "#15"),
+        RatioSpec("rewrap 0x0478: --verify / cp of the message", "rewrap/envelope-lib-0x0478-verify", "rewrap/cp",
+                  None, "#15"),
+        RatioSpec("rewrap 0x0578 (signed: read, hashed twice) / cp of the message", "rewrap/envelope-lib-0x0578",
+                  "rewrap/cp", None, "#15"),
     ]
     return specs
 

@@ -43,6 +43,7 @@ from ._keyrings.keyfile import (
 )
 from ._materials import DefaultMaterialsManager, MaterialsManager
 from ._range import RangeResult, decrypt_range
+from ._rewrap import RewrapResult, rewrap_stream
 from ._suites import SUITES, AlgorithmSuite, CommitmentPolicy, resolve_policy, resolve_suite
 from .errors import (
     AuthenticationError,
@@ -135,6 +136,7 @@ __all__ = [
     "RangeResult",
     "RawAesKeyring",
     "RawRsaKeyring",
+    "RewrapResult",
     "StorageError",
     "StreamResult",
     "TruncatedError",
@@ -155,6 +157,7 @@ __all__ = [
     "readable_key_name",
     "resolve_policy",
     "resolve_suite",
+    "rewrap_stream",
     "stream_threads",
     "write_key_file",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -29,6 +29,7 @@ from ._format import (
     footer_length,
     framed_layout,
     header_auth_bytes,
+    header_tag_aad,
     new_header,
     parse_footer,
     parse_header,
@@ -39,6 +40,7 @@ from ._keyrings.base import Keyring
 from ._materials import (
     DecryptionRequest,
     DefaultMaterialsManager,
+    EncryptionMaterials,
     EncryptionRequest,
     MaterialsManager,
     check_signing_context,
@@ -63,7 +65,15 @@ from ._suites import (
     resolve_policy,
     resolve_suite,
 )
-from .errors import ContextMismatchError, FormatError, PolicyError, TruncatedError, UsageError
+from .errors import (
+    AuthenticationError,
+    ContextMismatchError,
+    FormatError,
+    KeyringError,
+    PolicyError,
+    TruncatedError,
+    UsageError,
+)
 
 __all__ = [
     "DEFAULT_FRAME_LENGTH",
@@ -86,6 +96,9 @@ DEFAULT_MAX_ENCRYPTED_DATA_KEYS = 256
 DEFAULT_MAX_HEADER_LENGTH = 1024 * 1024
 DEFAULT_MAX_FRAME_LENGTH = 64 * 1024 * 1024
 RESERVED_PREFIX = "aws-crypto-"
+#: Added to a key that did not authenticate when no pair was reproduced: nothing in a message says it needs some.
+REPRODUCE_HINT = ("if the message was encrypted with required encryption context, its pairs must be reproduced "
+                  "(reproduced_context=)")
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,41 @@ def _encrypt_settings(context: Mapping[str, str] | None, algorithm: int | str | 
     return context, suite, frame_length, policy
 
 
+def _required_keys(context: Mapping[str, str], keys: Iterable[str] | None) -> frozenset[str]:
+    """``required_context_keys=``: each a key of the context (section 6.4); their pairs go into the header tag's
+    AAD instead of the stored context."""
+    if not keys:
+        return frozenset()
+    if isinstance(keys, str):
+        raise UsageError("required_context_keys must be a collection of keys, not one string")
+    found = frozenset(keys)
+    for key in sorted(found, key=repr):
+        if not isinstance(key, str):
+            raise UsageError("required encryption context keys must be strings")
+        if key not in context:
+            raise UsageError(f"required encryption context key {key!r} is not in the encryption context")
+    return found
+
+
+def _split_context(materials: EncryptionMaterials, requested: frozenset[str]
+                   ) -> tuple[Mapping[str, str], dict[str, str]]:
+    """Section 6.4: (the context the header stores, the required pairs only the header tag authenticates). The
+    materials name the required keys (at least those requested; a materials manager may add some, as the MPL's
+    required-EC CMM does); every one must be in the materials' context."""
+    keys = materials.required_context_keys
+    if not keys and not requested:
+        return materials.context, {}
+    if not requested <= keys:
+        raise UsageError("the materials manager dropped required encryption context keys: "
+                         + ", ".join(repr(k) for k in sorted(requested - keys)))
+    missing = keys - materials.context.keys()
+    if missing:
+        raise UsageError("required encryption context keys are not in the materials' context: "
+                         + ", ".join(repr(k) for k in sorted(missing)))
+    stored = {k: v for k, v in materials.context.items() if k not in keys}
+    return stored, {k: materials.context[k] for k in sorted(keys)}
+
+
 @dataclass(frozen=True)
 class _Started:
     """A message whose header is ready: what the body and the footer need."""
@@ -187,12 +235,13 @@ def _start_message(manager: MaterialsManager, request: EncryptionRequest, frame_
     if max_encrypted_data_keys is not None and len(materials.encrypted_data_keys) > max_encrypted_data_keys:
         raise UsageError(f"the keys make {len(materials.encrypted_data_keys)} encrypted data keys, more than the "
                          f"limit of {max_encrypted_data_keys}")
+    stored, required = _split_context(materials, request.required_context_keys)
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, materials.data_key, message_id)
-    header = new_header(suite, message_id, materials.context, materials.encrypted_data_keys, frame_length, commitment)
+    header = new_header(suite, message_id, stored, materials.encrypted_data_keys, frame_length, commitment)
     aead = AESGCM(key)
-    head = header.raw + header_auth_bytes(header.version, crypto.ZERO_IV,
-                                          crypto.header_tag(aead, crypto.ZERO_IV, header.raw))
+    tag = crypto.header_tag(aead, crypto.ZERO_IV, header_tag_aad(header.raw, required))
+    head = header.raw + header_auth_bytes(header.version, crypto.ZERO_IV, tag)
     signer = crypto.Signer(suite, materials.signing_key) if suite.signed else None
     if signer is not None:
         signer.update(head)
@@ -217,6 +266,7 @@ def encrypt_stream(
     max_encrypted_data_keys: int | None = None,
     plaintext_length: int | None = None,
     threads: int | None = None,
+    required_context_keys: Iterable[str] | None = None,
 ) -> StreamResult:
     """Encrypt everything ``source`` yields into ``destination``, in constant memory.
 
@@ -224,18 +274,23 @@ def encrypt_stream(
     given, it is what the data-key cache counts, so input that runs past it is refused (:class:`UsageError`)
     before those bytes are encrypted. When it is not given and the materials manager reads ahead (the caching
     manager: see :mod:`envelope._cache`), up to its bound is read to learn the length.
+
+    ``required_context_keys``: keys of ``context`` whose pairs are authenticated but not stored in the message
+    (the ESDK's required encryption context, section 6.4): decrypting needs them as ``reproduced_context``.
     """
     context, suite, frame_length, policy = _encrypt_settings(context, algorithm, frame_length, commitment_policy)
+    required_keys = _required_keys(context, required_context_keys)
     manager = _manager(keyring, materials_manager)
     nthreads = _threads(threads)
     if plaintext_length is not None and plaintext_length < 0:
         raise UsageError("plaintext_length must be 0 or more")
     src = _DeclaredSource(source)
     if plaintext_length is None and reads_ahead(manager):  # the caching manager (envelope._cache)
-        plaintext_length = _read_ahead(src, manager.read_ahead_limit(EncryptionRequest(context, policy, suite)))
+        plaintext_length = _read_ahead(src, manager.read_ahead_limit(
+            EncryptionRequest(context, policy, suite, None, required_keys)))
     src.limit = plaintext_length
-    started = _start_message(manager, EncryptionRequest(context, policy, suite, plaintext_length), frame_length,
-                             max_encrypted_data_keys)
+    started = _start_message(manager, EncryptionRequest(context, policy, suite, plaintext_length, required_keys),
+                             frame_length, max_encrypted_data_keys)
     write_all(destination.write, started.head)
     read, written = seal_framed(src, destination.write, started.aead, started.header.message_id, frame_length,
                                 hasher=started.signer, threads=nthreads, length_hint=plaintext_length)
@@ -273,17 +328,20 @@ def encrypt(
     frame_length: int | None = None,
     commitment_policy: CommitmentPolicy | str | None = None,
     max_encrypted_data_keys: int | None = None,
+    required_context_keys: Iterable[str] | None = None,
 ) -> bytes:
     """Encrypt ``plaintext`` and return the whole message.
 
     The same bytes as :func:`encrypt_stream` would write, sealed straight from ``plaintext`` into one output
     of the exact size (no intermediate buffers), with large inputs split across cores.
+    ``required_context_keys``: as for :func:`encrypt_stream`.
     """
     data = memoryview(plaintext).cast("B")
     context, suite, frame_length, policy = _encrypt_settings(context, algorithm, frame_length, commitment_policy)
+    required_keys = _required_keys(context, required_context_keys)
     manager = _manager(keyring, materials_manager)
-    started = _start_message(manager, EncryptionRequest(context, policy, suite, len(data)), frame_length,
-                             max_encrypted_data_keys)
+    started = _start_message(manager, EncryptionRequest(context, policy, suite, len(data), required_keys),
+                             frame_length, max_encrypted_data_keys)
     head = len(started.head)
     body = sealed_length(len(data), frame_length)
     suite = started.header.suite
@@ -338,12 +396,42 @@ def read_header(
         return header, auth, src
 
 
-def _check_required(context: Mapping[str, str], required: Mapping[str, str] | None) -> None:
+def _check_required(context: Mapping[str, str], required: Mapping[str, str | None] | None) -> None:
+    """``required_context=``: pairs the message must store (a value of None: the key, with any value)."""
     for key, value in (required or {}).items():
         if key not in context:
             raise ContextMismatchError(key, "is missing from the message")
-        if context[key] != value:
+        if value is not None and context[key] != value:
             raise ContextMismatchError(key, "has a different value in the message")
+
+
+def _reproduced(context: Mapping[str, str], reproduced: Mapping[str, str] | None) -> dict[str, str]:
+    """``reproduced_context=`` (section 6.4, the ESDK's ``encryption_context=`` on decrypt): a pair the message
+    stores must have the same value, refused before any key is used; the others are returned, to be
+    authenticated as required pairs (by the keyring, which sees them, and by the header tag)."""
+    appended: dict[str, str] = {}
+    for key, value in (reproduced or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise UsageError("reproduced encryption context keys and values must be strings")
+        if key in context:
+            if context[key] != value:
+                raise ContextMismatchError(key, "has a different value in the message")
+        elif key.startswith(RESERVED_PREFIX):
+            raise UsageError(f"encryption context keys starting with {RESERVED_PREFIX!r} are reserved: {key!r}")
+        else:
+            appended[key] = value
+    return appended
+
+
+def _not_reproduced(appended: Mapping[str, str], detail: str | None = None) -> AuthenticationError:
+    """A reproduced pair the message does not store did not authenticate: a wrong value, or a pair the message was
+    never encrypted with (nothing in a message says which pairs it requires). Names the keys, never the values."""
+    keys = ", ".join(repr(k) for k in sorted(appended))
+    what = f"encryption context key {keys} is" if len(appended) == 1 else f"encryption context keys {keys} are"
+    message = (f"{what} missing from the message, and the message does not authenticate with "
+               f"{'it' if len(appended) == 1 else 'them'} as reproduced (required) context: a wrong value, or a pair "
+               "it was not encrypted with")
+    return AuthenticationError(f"{message} ({detail})" if detail else message)
 
 
 class _MemoryReader:
@@ -368,13 +456,18 @@ class _Opened:
     source: Source  # positioned at the body
     aead: AESGCM
     verifier: crypto.Verifier | None  # signed suites: already fed the header
+    data_key: bytes = field(default=b"", repr=False)  # for rewrap (envelope._rewrap)
+    #: the reproduced pairs the header does not store, which its tag authenticates (section 6.4)
+    required_context: Mapping[str, str] = field(default_factory=dict)
 
 
 def _open_message(source: BinaryIO, manager: MaterialsManager, policy: CommitmentPolicy,
-                  required_context: Mapping[str, str] | None, unsigned_only: bool,
-                  max_encrypted_data_keys: int | None, max_frame_length: int, max_header_length: int) -> _Opened:
+                  required_context: Mapping[str, str | None] | None, unsigned_only: bool,
+                  max_encrypted_data_keys: int | None, max_frame_length: int, max_header_length: int,
+                  reproduced_context: Mapping[str, str] | None = None) -> _Opened:
     """Section 5, steps 1-5: parse the header with its limits, apply every policy before any keyring is called,
-    unwrap the data key, derive the key, check the commitment (constant time) and the header tag."""
+    unwrap the data key, derive the key, check the commitment (constant time) and the header tag (over the
+    header and the reproduced pairs it does not store, section 6.4)."""
     header, auth, src = read_header(source, max_encrypted_data_keys=max_encrypted_data_keys,
                                     max_header_length=max_header_length)
     suite = header.suite
@@ -385,21 +478,35 @@ def _open_message(source: BinaryIO, manager: MaterialsManager, policy: Commitmen
         raise PolicyError(f"the frame length {header.frame_length} is above the limit of {max_frame_length} "
                           "(raise max_frame_length, or --max-frame-length, to read it)")
     _check_required(header.encryption_context, required_context)
+    appended = _reproduced(header.encryption_context, reproduced_context)
     # section 4/5: the verification key must be present (signed) or absent (unsigned) and must decode, all
     # before any keyring is called
     public_key = check_signing_context(suite, header.encryption_context)
     verifier = crypto.Verifier(suite, public_key) if public_key is not None else None
-    materials = manager.decrypt_materials(
-        DecryptionRequest(suite, header.encrypted_data_keys, header.encryption_context))
+    context = {**header.encryption_context, **appended} if appended else header.encryption_context
+    try:
+        materials = manager.decrypt_materials(
+            DecryptionRequest(suite, header.encrypted_data_keys, context, frozenset(appended)))
+    except KeyringError as exc:
+        if appended and exc.unauthenticated:  # the keyring authenticates the whole context (raw AES, KMS)
+            raise _not_reproduced(appended, str(exc)) from None
+        if exc.unauthenticated:
+            exc.args = (f"{exc}; {REPRODUCE_HINT}",)
+        raise
     key, commitment = crypto.derive_key(suite, materials.data_key, header.message_id)
     if suite.committing:
         crypto.check_commitment(commitment, header.commitment)
     aead = AESGCM(key)
-    crypto.verify_header_tag(aead, auth.iv, header.raw, auth.tag)
+    try:
+        crypto.verify_header_tag(aead, auth.iv, header_tag_aad(header.raw, appended), auth.tag)
+    except AuthenticationError:
+        if appended:
+            raise _not_reproduced(appended) from None
+        raise
     if verifier is not None:
         verifier.update(header.raw)
         verifier.update(serialize_header_auth(header, auth))
-    return _Opened(header, src, aead, verifier)
+    return _Opened(header, src, aead, verifier, materials.data_key, appended)
 
 
 def _read_body(opened: _Opened, write: Callable[[Any], Any], max_frame_length: int, threads: int) -> int:
@@ -427,12 +534,13 @@ def decrypt_stream(
     keyring: Keyring | None = None,
     materials_manager: MaterialsManager | None = None,
     commitment_policy: CommitmentPolicy | str | None = None,
-    required_context: Mapping[str, str] | None = None,
+    required_context: Mapping[str, str | None] | None = None,
     unsigned_only: bool = False,
     max_encrypted_data_keys: int | None = DEFAULT_MAX_ENCRYPTED_DATA_KEYS,
     max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
     max_header_length: int = DEFAULT_MAX_HEADER_LENGTH,
     threads: int | None = None,
+    reproduced_context: Mapping[str, str] | None = None,
 ) -> StreamResult:
     """Decrypt one message from ``source`` into ``destination``.
 
@@ -441,13 +549,17 @@ def decrypt_stream(
     authenticated frames but the message as a whole is not valid: callers writing to files should write to
     a temporary file and discard it (the CLI does).
 
-    ``required_context``: each pair must be in the message's context with the same value.
+    ``required_context``: pairs the message must store, each checked before any key is used (a value of None:
+    the key must be there, with any value). ``reproduced_context``: pairs the caller reproduces, as the ESDK's
+    ``encryption_context=`` on decrypt (section 6.4): one the message stores must have the same value (checked
+    before any key is used); the others are authenticated as the message's required context (not stored in it),
+    and a missing or wrong one fails as an :class:`AuthenticationError` naming the key.
     ``unsigned_only``: refuse signed suites before any key is used or byte is written.
     """
     manager = _manager(keyring, materials_manager)
     nthreads = _threads(threads)
     opened = _open_message(source, manager, resolve_policy(commitment_policy), required_context, unsigned_only,
-                           max_encrypted_data_keys, max_frame_length, max_header_length)
+                           max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
     written = _read_body(opened, destination.write, max_frame_length, nthreads)
     return StreamResult(opened.header, opened.source.position, written)
 
@@ -467,23 +579,24 @@ def decrypt(
     keyring: Keyring | None = None,
     materials_manager: MaterialsManager | None = None,
     commitment_policy: CommitmentPolicy | str | None = None,
-    required_context: Mapping[str, str] | None = None,
+    required_context: Mapping[str, str | None] | None = None,
     unsigned_only: bool = False,
     max_encrypted_data_keys: int | None = DEFAULT_MAX_ENCRYPTED_DATA_KEYS,
     max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
     max_header_length: int = DEFAULT_MAX_HEADER_LENGTH,
+    reproduced_context: Mapping[str, str] | None = None,
 ) -> DecryptResult:
     """Decrypt a whole message held in memory. Nothing is returned unless the whole message verified.
 
     A well-formed framed body is opened straight from ``message`` into one output of the exact size, with large
     messages split across cores; anything irregular goes through the streaming reader, which reports the
-    exact field and offset.
+    exact field and offset. ``required_context`` and ``reproduced_context``: as for :func:`decrypt_stream`.
     """
     data = memoryview(message).cast("B")
     manager = _manager(keyring, materials_manager)
     opened = _open_message(_MemoryReader(data), manager,  # type: ignore[arg-type]
                            resolve_policy(commitment_policy), required_context, unsigned_only,
-                           max_encrypted_data_keys, max_frame_length, max_header_length)
+                           max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
     header, verifier = opened.header, opened.verifier
     body = data[opened.source.position:]
     layout = framed_layout(body, header.frame_length) if header.framed else None

@@ -65,6 +65,18 @@ SHA-384 formula from section 8, with the commitment policy added to the encrypt 
 The policy is part of the key because the underlying manager picks and checks the suite by policy: a hit
 must never skip that check. Partition names may not contain NUL, which keeps the encoding unambiguous.
 
+**Required encryption context** (section 6.4). An encrypt request with ``required_context_keys`` and a
+decrypt request with reproduced pairs the message does not store get ``00 || R`` appended to the identifier,
+where ``R`` is the serialised context ``{key: "" for each required key}`` (the keys, sorted, with empty
+values); requests without them keep the formula above unchanged. ``serEC`` is there the whole context: for
+encrypt the caller's (required pairs included), for decrypt the stored pairs plus the reproduced ones, which is
+what the keyring authenticates. The MPL has no caching CMM today (its branch had one); its specification's
+identifiers (``caching-cmm.md`` version 0.4.0) cover only the request's encryption context, which for decrypt is
+the header's stored context, and its unreleased caching CMM then checks the cached materials against the
+reproduced context (and, for encrypt, against the required keys) after a hit. Keying on both here serves the
+same materials on the same hits, and never needs that check to fail: materials made for one set of required
+keys or reproduced values are never handed to a request for another.
+
 **Sharing.** Managers that share a cache and a partition share entries; each entry enforces the tighter of
 the limits of the manager that created it and of the manager checking it out.
 
@@ -126,6 +138,11 @@ _POLICY_BYTE = {
     CommitmentPolicy.REQUIRE_ENCRYPT_ALLOW_DECRYPT: b"\x02",
     CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT: b"\x03",
 }
+
+
+def _required_suffix(keys: frozenset[str]) -> bytes:
+    """``00 || R`` of the cache identifiers (module docstring, "Required encryption context")."""
+    return b"\x00" + serialize_context(dict.fromkeys(keys, ""))
 
 
 @dataclass(frozen=True)
@@ -397,6 +414,8 @@ class CachingMaterialsManager(ReadsAhead):
         h.update(b"\x00" if suite is None else b"\x01\x00" + suite.id.to_bytes(2, "big"))
         h.update(b"\x00" + _POLICY_BYTE[request.commitment_policy] + b"\x00")
         h.update(serialize_context(request.context))
+        if request.required_context_keys:
+            h.update(_required_suffix(request.required_context_keys))
         return h.digest()
 
     def _bypass(self, request: EncryptionRequest, reason: str) -> EncryptionMaterials:
@@ -441,6 +460,8 @@ class CachingMaterialsManager(ReadsAhead):
         h.update(b"".join(sorted(edk.serialize() for edk in request.encrypted_data_keys)))
         h.update(b"\x00")
         h.update(serialize_context(request.context))
+        if request.required_context_keys:
+            h.update(_required_suffix(request.required_context_keys))
         return h.digest()
 
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials:

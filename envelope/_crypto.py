@@ -106,7 +106,8 @@ def verify_header_tag(aead: AESGCM, iv: bytes, header_body: bytes, tag: bytes) -
     try:
         aead.decrypt(iv, tag, header_body)
     except InvalidTag:
-        raise AuthenticationError("header authentication failed (tampered header or wrong data key)") from None
+        raise AuthenticationError("header authentication failed (tampered header, wrong data key, or a required "
+                                  "encryption context pair that was not reproduced)") from None
 
 
 def _new_hash(suite: AlgorithmSuite) -> Any:

@@ -62,11 +62,14 @@ __all__ = [
     "check_frame_count",
     "check_frame_length",
     "check_non_framed_length",
+    "check_body_end",
     "cut_frame_error",
+    "final_frame_offset",
     "footer_length",
     "framed_layout",
     "header_auth_bytes",
     "header_fields",
+    "header_tag_aad",
     "message_fields",
     "new_header",
     "parse_context",
@@ -74,6 +77,7 @@ __all__ = [
     "parse_header",
     "parse_message",
     "regular_frames",
+    "rewrapped_header",
     "sequence_error",
     "serialize_context",
     "serialize_footer",
@@ -372,6 +376,18 @@ def new_header(suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, s
                   raw)
 
 
+def rewrapped_header(header: Header, context: Mapping[str, str],
+                     encrypted_data_keys: tuple[EncryptedDataKey, ...]) -> Header:
+    """The header of ``header``'s message with other encrypted data keys (and ``context``, which a rewrap changes
+    only in ``aws-crypto-public-key``): the same version, suite, message ID, content type (framed or not), frame
+    length and commitment, so the body stays valid byte for byte (its AAD holds none of the header). ``raw``
+    holds the new bytes; the context is written sorted."""
+    raw = _header_body(header.version, header.suite, header.message_id, context, encrypted_data_keys,
+                       header.content_type, header.frame_length, header.commitment, True)
+    return Header(header.version, header.suite, header.message_id, context, encrypted_data_keys, header.content_type,
+                  header.frame_length, header.commitment, raw)
+
+
 def _header_body(version: int, suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, str],
                  encrypted_data_keys: tuple[EncryptedDataKey, ...], content_type: int, frame_length: int,
                  commitment: bytes, sort_context: bool) -> bytes:
@@ -484,6 +500,13 @@ def serialize_header_auth(header: Header, auth: HeaderAuth) -> bytes:
     return header_auth_bytes(header.version, auth.iv, auth.tag)
 
 
+def header_tag_aad(header_body: bytes, required_context: Mapping[str, str] | None) -> bytes:
+    """Sections 1.3 and 6.4: the AAD of the header tag, the exact header-body bytes followed by the serialised
+    required-context pairs (authenticated, not stored in the message). Without such pairs it is the header body
+    alone, so messages that do not use the feature are unchanged."""
+    return header_body + serialize_context(required_context) if required_context else header_body
+
+
 def header_auth_bytes(version: int, iv: bytes, tag: bytes) -> bytes:
     """Section 1.3: v1 stores the IV and the tag, v2 only the tag (its IV is 12 zero bytes)."""
     return iv + tag if version == 1 else tag
@@ -581,6 +604,49 @@ def framed_layout(body: bytes | bytearray | memoryview, frame_length: int) -> tu
         return None
     end = at + FINAL_CONTENT + length + TAG_LENGTH
     return None if end > len(body) else (count, length, end)
+
+
+def final_frame_offset(body_length: int, frame_length: int) -> int:
+    """Where, from the start of a framed body of exactly ``body_length`` bytes, its final frame must start (the
+    regular frames before it have a fixed size). :func:`check_body_end` checks that it does."""
+    r = frame_length + REGULAR_OVERHEAD
+    return max(0, body_length - FINAL_OVERHEAD) // r * r
+
+
+def check_body_end(head: bytes | bytearray | memoryview, at: int, body_length: int, frame_length: int,
+                   framed: bool) -> tuple[int, int]:
+    """A body of exactly ``body_length`` bytes starting at byte ``at``, seen only through ``head``: for a framed
+    body the first :data:`FINAL_CONTENT` bytes at :func:`final_frame_offset`, for a non-framed body its first
+    :data:`NON_FRAMED_CONTENT` bytes. Checks that the final frame (marker, number and content length) or the
+    block's length ends the body exactly there, so a truncated or extended body is refused without reading it
+    (a rewrap that copies a file's body unread). Returns (offset of the final frame or the block from ``at``,
+    its content length). Regular frames are not looked at: their numbers and tags are checked when the message
+    is decrypted."""
+    if not framed:
+        if len(head) < NON_FRAMED_CONTENT or body_length < NON_FRAMED_CONTENT + TAG_LENGTH:
+            raise TruncatedError("body IV and content length", at, at + NON_FRAMED_CONTENT + TAG_LENGTH)
+        length = U64.unpack_from(head, NON_FRAMED_LENGTH)[0]
+        check_non_framed_length(length, at + NON_FRAMED_LENGTH)
+        if NON_FRAMED_CONTENT + length + TAG_LENGTH != body_length:
+            raise FormatError("body content length", at + NON_FRAMED_LENGTH,
+                              f"is {length}, but the body holds {body_length - NON_FRAMED_CONTENT - TAG_LENGTH} bytes "
+                              "of content (truncated, or bytes appended)")
+        return 0, length
+    r = frame_length + REGULAR_OVERHEAD
+    if body_length < FINAL_OVERHEAD:
+        raise TruncatedError("final frame", at, at + FINAL_OVERHEAD)
+    regular, length = divmod(body_length - FINAL_OVERHEAD, r)
+    final_at = at + regular * r
+    if length > frame_length or regular > MAX_REGULAR_FRAMES or len(head) < FINAL_CONTENT \
+            or SEQUENCE_NUMBER.unpack_from(head, 0)[0] != FINAL_FRAME_MARKER:
+        raise FormatError("end of message", at + body_length, f"a framed body of frame length {frame_length} cannot "
+                          "end here: the message was truncated or has bytes appended")
+    check_final_sequence(SEQUENCE_NUMBER.unpack_from(head, FINAL_SEQUENCE)[0], regular + 1, final_at)
+    stored = U32.unpack_from(head, FINAL_LENGTH)[0]
+    if stored != length:
+        raise FormatError("final frame content length", final_at + FINAL_LENGTH,
+                          f"is {stored}, but the body ends after {length} (truncated, or bytes appended)")
+    return regular * r, length
 
 
 def serialize_frame(frame: Frame) -> bytes:

@@ -39,6 +39,8 @@ class EncryptionRequest:
     commitment_policy: CommitmentPolicy
     suite: AlgorithmSuite | None = None
     plaintext_length: int | None = None  # None when unknown (a pipe)
+    #: section 6.4: keys of ``context`` whose pairs are authenticated but not stored in the message
+    required_context_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,19 @@ class EncryptionMaterials:
     encrypted_data_keys: tuple[EncryptedDataKey, ...]
     context: Mapping[str, str]  # the caller's context plus aws-crypto-public-key for signed suites
     signing_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
+    #: section 6.4: the keys of ``context`` left out of the stored context (at least the request's)
+    required_context_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class DecryptionRequest:
     suite: AlgorithmSuite
     encrypted_data_keys: tuple[EncryptedDataKey, ...]
+    #: what the keyring authenticates: the message's stored context plus the pairs the caller reproduced that
+    #: the message does not store (section 6.4)
     context: Mapping[str, str]
+    #: those reproduced keys (empty unless the caller reproduced pairs the message does not store)
+    required_context_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,8 @@ class DefaultMaterialsManager:
         suite = request.suite or default_suite_for(request.commitment_policy)
         check_encrypt_policy(suite, request.commitment_policy)
         context = dict(request.context)
+        for key in sorted(request.required_context_keys - context.keys()):  # section 6.4 (the MPL's required-EC CMM)
+            raise UsageError(f"required encryption context key {key!r} is not in the encryption context")
         signing_key = None
         if suite.signed:
             if PUBLIC_KEY_CONTEXT_KEY in context:
@@ -115,7 +125,7 @@ class DefaultMaterialsManager:
         self._check_data_key(suite, data_key)
         if not edks:
             raise KeyringError(f"{self.keyring} produced no encrypted data key")
-        return EncryptionMaterials(suite, data_key, tuple(edks), context, signing_key)
+        return EncryptionMaterials(suite, data_key, tuple(edks), context, signing_key, request.required_context_keys)
 
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials:
         # the signing-key rules of the context were checked before any manager was asked (api._open_message)
@@ -156,5 +166,5 @@ def no_key_error(exc: KeyringError, edks: Sequence[EncryptedDataKey]) -> Keyring
     message = f"no key could open the data key; the message holds {present}"
     attempts = exc.attempts or [str(exc)]
     if isinstance(exc, KmsError):
-        return KmsError(message, exc.key_id, exc.code, attempts)
-    return KeyringError(message, attempts)
+        return KmsError(message, exc.key_id, exc.code, attempts, unauthenticated=exc.unauthenticated)
+    return KeyringError(message, attempts, unauthenticated=exc.unauthenticated)

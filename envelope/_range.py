@@ -128,7 +128,8 @@ def decrypt_range(
     keyring: Keyring | None = None,
     materials_manager: MaterialsManager | None = None,
     commitment_policy: CommitmentPolicy | str | None = None,
-    required_context: Mapping[str, str] | None = None,
+    required_context: Mapping[str, str | None] | None = None,
+    reproduced_context: Mapping[str, str] | None = None,
     max_encrypted_data_keys: int | None = DEFAULT_MAX_ENCRYPTED_DATA_KEYS,
     max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH,
     max_header_length: int = DEFAULT_MAX_HEADER_LENGTH,
@@ -159,8 +160,8 @@ def decrypt_range(
     Refused with a :class:`~envelope.errors.PolicyError`, before any key is used: signed suites (the
     signature covers the whole message, so no part can be trusted without reading all of it: use
     ``decrypt_stream``) and non-framed messages (one AES-GCM block, verifiable only whole).
-    ``keyring`` / ``materials_manager``, ``commitment_policy``, ``required_context`` and the limits are those of
-    :func:`envelope.decrypt_stream`.
+    ``keyring`` / ``materials_manager``, ``commitment_policy``, ``required_context``, ``reproduced_context``
+    (section 6.4) and the limits are those of :func:`envelope.decrypt_stream`.
     """
     start, end = _check_bounds(start, end)
     manager = _manager(keyring, materials_manager)
@@ -182,7 +183,8 @@ def decrypt_range(
                           "(decrypt the whole message instead)")
     head = header.raw + serialize_header_auth(header, auth)
     opened = _open_message(_Replay(head, rest), manager, resolve_policy(commitment_policy),  # type: ignore[arg-type]
-                           required_context, True, max_encrypted_data_keys, max_frame_length, max_header_length)
+                           required_context, True, max_encrypted_data_keys, max_frame_length, max_header_length,
+                           reproduced_context)
     aead, message_id = opened.aead, header.message_id
     f = header.frame_length
     r = f + REGULAR_OVERHEAD

@@ -70,6 +70,8 @@ __all__ = [
     "open_buffer",
     "open_framed",
     "open_non_framed",
+    "pass_framed",
+    "pass_non_framed",
     "seal_buffer",
     "seal_framed",
     "sealed_length",
@@ -406,6 +408,29 @@ def _open_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryv
     return count * f
 
 
+def _read_final_frame(src: Source, expected: int, frame_length: int) -> tuple[bytearray, bytearray, int, int]:
+    """The final frame, due as number ``expected``: (its head up to the content, content and tag, its number,
+    its content length). A regular frame in its place has fewer than a whole frame's bytes left (a whole one
+    would have gone into a batch): the error names the field the input ends in."""
+    r = frame_length + REGULAR_OVERHEAD
+    start = src.position
+    marker = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
+    first = SEQUENCE_NUMBER.unpack(marker)[0]
+    if first != FINAL_FRAME_MARKER:
+        if first != expected:
+            raise sequence_error(first, expected, start)
+        have, chunk = len(marker), memoryview(bytearray(min(r, 1 << 16)))
+        while have < r and (got := src.readinto(chunk[:min(len(chunk), r - have)])):
+            have += got
+        raise cut_frame_error(start, have, frame_length)
+    head = marker + src.read_exact(FINAL_CONTENT - FINAL_SEQUENCE, "final frame header")
+    seq = int(SEQUENCE_NUMBER.unpack_from(head, FINAL_SEQUENCE)[0])
+    check_final_sequence(seq, expected, start)
+    length = int(U32.unpack_from(head, FINAL_LENGTH)[0])
+    check_final_length(length, frame_length, start)
+    return head, src.read_exact(length + TAG_LENGTH, "final frame content"), seq, length
+
+
 def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, frame_length: int, *,
                 finish: Callable[[], None], hasher: Hasher | None = None, threads: int = 0) -> int:
     """Decrypt a framed body from ``src``, writing each batch once all its tags verified.
@@ -459,24 +484,7 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
         pipeline.close()
     slots.clear()  # unmap the batch buffers before the final frame is read
 
-    # the final frame
-    start = src.position
-    marker = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
-    first = SEQUENCE_NUMBER.unpack(marker)[0]
-    if first != FINAL_FRAME_MARKER:
-        if first != expected:
-            raise sequence_error(first, expected, start)
-        # fewer than r bytes are left (a whole frame would have gone into a batch): name the field they end in
-        have, chunk = len(marker), memoryview(bytearray(min(r, 1 << 16)))
-        while have < r and (got := src.readinto(chunk[:min(len(chunk), r - have)])):
-            have += got
-        raise cut_frame_error(start, have, f)
-    head = marker + src.read_exact(FINAL_CONTENT - FINAL_SEQUENCE, "final frame header")
-    seq = SEQUENCE_NUMBER.unpack_from(head, FINAL_SEQUENCE)[0]
-    check_final_sequence(seq, expected, start)
-    length = U32.unpack_from(head, FINAL_LENGTH)[0]
-    check_final_length(length, f, start)
-    content = src.read_exact(length + TAG_LENGTH, "final frame content")
+    head, content, seq, length = _read_final_frame(src, expected, f)
     if hasher is not None:
         hasher.update(head)
         hasher.update(content)
@@ -584,3 +592,144 @@ def _open_final(aead: AESGCM, message_id: bytes, frame: memoryview, out: memoryv
     except InvalidTag:
         raise AuthenticationError(f"final frame {seq} failed to authenticate (the message was changed)") from None
     return length
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rewrap: a body copied unchanged (envelope._rewrap), its frames walked and optionally authenticated
+
+
+def _check_batch(aead: AESGCM, message_id: bytes, frame_length: int, src: memoryview, scratch: memoryview,
+                 first_seq: int, count: int) -> int:
+    """Authenticate ``count`` regular frames (the plaintext goes to ``scratch`` and is thrown away); returns the
+    input bytes, which are what a rewrap writes."""
+    _open_batch(aead, message_id, frame_length, src, scratch, first_seq, count)
+    return count * (frame_length + REGULAR_OVERHEAD)
+
+
+def _as_is(n: int) -> int:
+    return n
+
+
+def pass_framed(src: Source, write: Write, aead: AESGCM | None, message_id: bytes, frame_length: int, *,
+                hashers: tuple[Hasher, ...] = (), threads: int = 0) -> int:
+    """Copy a framed body from ``src`` to ``write`` byte for byte (a rewrap), in constant memory.
+
+    The frames are walked as :func:`open_framed` walks them (sequence numbers, the final frame and its length);
+    every byte goes to each of ``hashers`` in order (a signed suite's old verifier and new signer); with ``aead``
+    every frame's tag is checked too, and a batch is written only once all its tags verified. Returns the body
+    bytes copied. The caller reads what follows (footer, end of input).
+    """
+    f = frame_length
+    r = f + REGULAR_OVERHEAD
+    per_batch, nslots = _slot_count(f, threads)
+    totals = [0]
+    expected = 1
+    slots: list[tuple[memoryview, memoryview | None]] = []
+    # two hashes of every batch (a signed suite's old verifier and new signer): hashlib releases the GIL, so
+    # with threads allowed the first runs on a helper thread while the writer thread runs the second
+    helper = None
+    if threads and len(hashers) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        helper = ThreadPoolExecutor(1, thread_name_prefix="envelope-hash")
+
+    def done(slot: int, n: int) -> None:
+        view = memoryview(slots[slot][0])[:n]
+        if helper is not None:
+            first = helper.submit(hashers[0].update, view)
+            for hasher in hashers[1:]:
+                hasher.update(view)
+            first.result()
+        else:
+            for hasher in hashers:
+                hasher.update(view)
+        write_all(write, view)
+        totals[0] += n
+
+    pipeline = _Pipeline(threads if nslots > 1 else 0, nslots, done)
+    try:
+        while True:
+            head = src.read_exact(SEQUENCE_NUMBER.size, "sequence number")
+            src.unread(head)
+            if SEQUENCE_NUMBER.unpack(head)[0] == FINAL_FRAME_MARKER:
+                break
+            if not slots:
+                slots = [(alloc_buffer(per_batch * r), alloc_buffer(per_batch * f) if aead is not None else None)
+                         for _ in range(nslots)]
+            slot = pipeline.next_slot()
+            inbuf, scratch = slots[slot]
+            batch_start = src.position
+            n = src.readinto(inbuf)
+            count = regular_frames(inbuf[:n], f, expected, batch_start)
+            used = count * r
+            if used < n:
+                src.unread(memoryview(inbuf)[used:n])
+            if count == 0:  # a truncated first frame: the final-frame reader below reports it
+                pipeline.release(slot)
+                break
+            last = used < n or n < len(inbuf)
+            if scratch is not None and aead is not None:
+                pipeline.submit(slot, last, _check_batch, aead, message_id, f, memoryview(inbuf)[:used], scratch,
+                                expected, count)
+            else:
+                pipeline.submit(slot, last, _as_is, used)
+            expected += count
+            if last:
+                break
+        pipeline.drain()
+    finally:
+        pipeline.close()
+        if helper is not None:
+            helper.shutdown(wait=True)
+    slots.clear()
+
+    head, content, seq, length = _read_final_frame(src, expected, f)
+    if aead is not None:
+        try:
+            aead.decrypt(head[FINAL_IV:FINAL_LENGTH], content, body_aad(message_id, FINAL_FRAME_STRING, seq, length))
+        except InvalidTag:
+            raise AuthenticationError(f"final frame {seq} failed to authenticate (the message was changed)") from None
+    for hasher in hashers:
+        hasher.update(head)
+        hasher.update(content)
+    write_all(write, memoryview(head))
+    write_all(write, memoryview(content))
+    return totals[0] + len(head) + len(content)
+
+
+def pass_non_framed(src: Source, write: Write, aead: AESGCM | None, message_id: bytes, *, max_length: int,
+                    hashers: tuple[Hasher, ...] = ()) -> int:
+    """Section 3.2, copied unchanged (a rewrap): the block is authenticated only with ``aead``, and then held
+    whole (``max_length`` bounds it, as for decrypt); without, it streams through in chunks."""
+    start = src.position
+    head = src.read_exact(NON_FRAMED_CONTENT, "body IV and content length")
+    length = int(U64.unpack_from(head, NON_FRAMED_LENGTH)[0])
+    check_non_framed_length(length, start + NON_FRAMED_LENGTH)
+    for hasher in hashers:
+        hasher.update(head)
+    write_all(write, memoryview(head))
+    if aead is not None:
+        if length > max_length:
+            raise PolicyError(f"the non-framed body is {length} bytes; the limit for one block is {max_length} "
+                              "(raise max_frame_length, or --max-frame-length, to verify it)")
+        content = src.read_exact(length + TAG_LENGTH, "body content")
+        try:
+            aead.decrypt(head[:IV_LENGTH], content, body_aad(message_id, SINGLE_BLOCK_STRING, 1, length))
+        except InvalidTag:
+            raise AuthenticationError("the message body failed to authenticate (the message was changed)") from None
+        for hasher in hashers:
+            hasher.update(content)
+        write_all(write, memoryview(content))
+        return len(head) + len(content)
+    left = length + TAG_LENGTH
+    buf = alloc_buffer(min(left, BATCH_BYTES)) if left else memoryview(bytearray(0))
+    while left:
+        at = src.position
+        n = src.readinto(buf[:min(left, len(buf))])
+        if n < min(left, len(buf)):
+            raise TruncatedError("body content", at, at + left)
+        for hasher in hashers:
+            hasher.update(buf[:n])
+        write_all(write, buf[:n])
+        left -= n
+    return len(head) + length + TAG_LENGTH

@@ -77,10 +77,14 @@ class ContextMismatchError(PolicyError):
 class KeyringError(EnvelopeError):
     """No keyring could generate, wrap or unwrap the data key.
 
-    ``attempts`` lists one line per keyring or encrypted data key that was tried.
+    ``attempts`` lists one line per keyring or encrypted data key that was tried. ``unauthenticated``: an
+    encrypted data key meant for the keyring was found but did not authenticate (a raw AES tag, KMS
+    ``InvalidCiphertextException``): a wrong key of the right name, or an encryption context other than the one
+    it was wrapped under, such as a wrong reproduced pair (section 6.4).
     """
 
-    def __init__(self, message: str, attempts: list[str] | None = None) -> None:
+    def __init__(self, message: str, attempts: list[str] | None = None, *, unauthenticated: bool = False) -> None:
+        self.unauthenticated = unauthenticated
         self.attempts = list(attempts or [])
         detail = "; ".join(self.attempts)
         super().__init__(f"{message} ({detail})" if detail else message)
@@ -90,10 +94,11 @@ class KmsError(KeyringError):
     """AWS KMS refused a call or could not be reached. ``key_id`` names the key involved."""
 
     def __init__(self, message: str, key_id: str | None = None, code: str | None = None,
-                 attempts: list[str] | None = None) -> None:
+                 attempts: list[str] | None = None, *, unauthenticated: bool | None = None) -> None:
         self.key_id = key_id
         self.code = code
-        super().__init__(message, attempts)
+        super().__init__(message, attempts, unauthenticated=code == "InvalidCiphertextException"
+                         if unauthenticated is None else unauthenticated)
 
 
 class KeyFileError(EnvelopeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,7 +21,7 @@ from .boundary import Group
 from .errors import ExitCode, classify, print_error
 from .files import STDIO, is_terminal
 from .helptext import Command
-from .keys import KeyOptions, key_files
+from .keys import KeyOptions
 
 if TYPE_CHECKING:
     from .jobs import Run
@@ -74,10 +75,35 @@ def _at_least(low: int) -> Any:
 # ---------------------------------------------------------------------------------------------------------
 # shared options (each option's help is true for every command that has it)
 
+DECRYPT_CONTEXT_HELP = (
+    "KEY=VALUE: the message's context must hold KEY with this VALUE or, if the message was encrypted with KEY as a "
+    "required context key (not stored), authenticate with this pair. KEY alone: the message must hold KEY, with "
+    "any value. Repeat -c for each.")
+
+DiscoveryPartition = Annotated[str | None, typer.Option(
+    "--discovery-partition", metavar="P", show_default=False,
+    help="With --discovery-account: the accounts' AWS partition (default aws).")]
+DiscoveryAccount = Annotated[list[str] | None, typer.Option(
+    "--discovery-account", metavar="ID", show_default=False,
+    help="Limit --discovery to KMS keys of this AWS account (repeatable).")]
+DecryptContext = Annotated[list[str] | None, typer.Option(
+    "--context", "-c", "--encryption-context", metavar="KEY[=VALUE]", show_default=False,
+    help=DECRYPT_CONTEXT_HELP)]
+MaxEdksRead = Annotated[int | None, typer.Option(
+    "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
+    help="Refuse messages with more than N encrypted data keys, as soon as the count is read (default "
+         "256).")]
+DecryptRegion = Annotated[str | None, typer.Option(
+    "--region", metavar="REGION", show_default=False,
+    help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
+         "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")]
 Inputs = Annotated[list[str] | None, typer.Argument(
     metavar="INPUT", show_default=False,
     help="Files (or folders, with -r), s3://BUCKET/KEY (with -r also s3://BUCKET/PREFIX/), ssm:/NAME[:VERSION] "
          "or secretsmanager:NAME. '-', /dev/stdin or none: stdin, and then the output goes to stdout.")]
+InputOption = Annotated[list[str] | None, typer.Option(
+    "--input", "-i", metavar="INPUT", show_default=False,
+    help="An input, as the INPUT arguments are (repeatable; the ESDK CLI's spelling).")]
 Output = Annotated[str | None, typer.Option(
     "--output", "-o", metavar="OUTPUT", show_default=False,
     help="Output file ('-': stdout), s3://BUCKET/KEY, ssm:/NAME or secretsmanager:NAME; or a folder or "
@@ -148,6 +174,11 @@ def _locations(*, reads_messages: bool, decode: bool = False, encode: bool = Fal
         (STORED, StoredOptions(options.ssm_tier(ssm_tier), options.version_stage(version_stage)))))
 
 
+def _inputs(arguments: list[str] | None, options: list[str] | None) -> list[str] | None:
+    """INPUT arguments, then ``-i`` / ``--input`` ones."""
+    return [*(arguments or []), *(options or [])] if options else arguments
+
+
 def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursive: bool, follow_symlinks: bool,
              suffix: str | None, metadata_output: str | None, progress: bool | None, workers: int | None,
              verbose: bool, quiet: bool) -> int:
@@ -177,7 +208,7 @@ def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursiv
     materials = run.materials(warn)  # checks keys and cache limits; no KMS call yet
     plan = plan_tasks(list(inputs or []), output, naming=Naming(run.job.mode, suffix), force=run.force,
                       walk=Walk(recursive, follow_symlinks, skipped), metadata_output=metadata_output,
-                      key_files=key_files(run.keys))
+                      key_files=run.key_files)
     if metadata_output == STDIO and plan.to_stdout:
         raise UsageError("--metadata-output - (stdout) cannot be used while the data also goes to stdout")
     if run.job.binary_input and plan.reads_stdin and is_terminal(sys.stdin.buffer):
@@ -200,6 +231,12 @@ def _default_workers() -> int:
 # commands
 
 
+def envelope_usage(message: str) -> Exception:
+    from envelope import UsageError
+
+    return UsageError(message)
+
+
 def _examples(*lines: str) -> str:
     """An epilog click prints as is (``\\b`` stops it from re-wrapping the example lines)."""
     return "Example" + ("s" if len(lines) > 1 else "") + ":\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
@@ -216,6 +253,7 @@ def _examples(*lines: str) -> str:
              + "\n\n" + EXIT_CODES)
 def encrypt(
     inputs: Inputs = None,
+    input_option: InputOption = None,
     output: Output = None,
     key: Annotated[list[str] | None, typer.Option(
         "--key", "-k", metavar="SPEC", show_default=False,
@@ -223,15 +261,19 @@ def encrypt(
              "ARN). Repeat for several keys: the first makes the data key and every key wraps it, so any one "
              "of them can decrypt.")] = None,
     context: Annotated[list[str] | None, typer.Option(
-        "--context", "-c", metavar="KEY=VALUE", show_default=False,
+        "--context", "-c", "--encryption-context", metavar="KEY=VALUE", show_default=False,
         help="An encryption-context pair, stored in the message and authenticated (repeat -c for each "
              "pair).")] = None,
+    required_context_key: Annotated[list[str] | None, typer.Option(
+        "--required-context-key", metavar="KEY", show_default=False,
+        help="Authenticate the -c pair of KEY without storing it in the message (the ESDK's required "
+             "encryption context): decrypting then needs -c KEY=VALUE. Repeatable.")] = None,
     algorithm: Annotated[str | None, typer.Option(
         "--algorithm", metavar="ID|NAME", show_default=False,
         help="Algorithm suite: an ESDK name or hex id (0x0478, 0478). Default: 0x0478 "
              "(AES_256_GCM_HKDF_SHA512_COMMIT_KEY); 0x0578 also signs.")] = None,
     frame_size: Annotated[int | None, typer.Option(
-        "--frame-size", metavar="BYTES", callback=_at_least(1), show_default=False,
+        "--frame-size", "--frame-length", metavar="BYTES", callback=_at_least(1), show_default=False,
         help="Plaintext bytes per frame (default: 1 MiB). Above 64 MiB, what envelope decrypt reads by "
              "default, only with --allow-large-frames.")] = None,
     allow_large_frames: Annotated[bool, typer.Option(
@@ -282,10 +324,16 @@ def encrypt(
 
     suite, policy = options.suite(algorithm), options.policy(commitment_policy)
     options.frame_size(frame_size, allow_large=allow_large_frames)
+    inputs = _inputs(inputs, input_option)
     options.check_inputs_are_not_pairs(inputs, context)
     keys = KeyOptions(tuple(key or ()), region=region, grant_tokens=tuple(grant_token or ()))
-    job = EncryptJob(options.pairs(context), algorithm=suite, frame_length=frame_size, commitment_policy=policy,
-                     max_encrypted_data_keys=max_encrypted_data_keys, encode=encode)
+    pairs = options.pairs(context)
+    for name in required_context_key or ():
+        if name not in pairs:
+            raise envelope_usage(f"--required-context-key {name!r}: give its pair too (-c {name}=VALUE)")
+    job = EncryptJob(pairs, algorithm=suite, frame_length=frame_size, commitment_policy=policy,
+                     max_encrypted_data_keys=max_encrypted_data_keys, encode=encode,
+                     required_context_keys=frozenset(required_context_key or ()))
     cache = options.cache_settings(cache_max_age, cache_max_messages, cache_max_bytes, cache_capacity)
     where = _locations(reads_messages=False, encode=encode, force=force, part_size=part_size, ssm_tier=ssm_tier,
                        version_stage=version_stage)
@@ -307,6 +355,7 @@ def encrypt(
              + "\n\n" + EXIT_CODES)
 def decrypt(
     inputs: Inputs = None,
+    input_option: InputOption = None,
     output: Output = None,
     key: Annotated[list[str] | None, typer.Option(
         "--key", "-k", metavar="SPEC", show_default=False,
@@ -316,26 +365,16 @@ def decrypt(
     discovery: Annotated[bool, typer.Option(
         "--discovery", help="Let AWS KMS open any aws-kms data key the AWS credentials may decrypt (instead of "
                             "--key).")] = False,
-    discovery_partition: Annotated[str | None, typer.Option(
-        "--discovery-partition", metavar="P", show_default=False,
-        help="With --discovery-account: the accounts' AWS partition (default aws).")] = None,
-    discovery_account: Annotated[list[str] | None, typer.Option(
-        "--discovery-account", metavar="ID", show_default=False,
-        help="Limit --discovery to KMS keys of this AWS account (repeatable).")] = None,
-    context: Annotated[list[str] | None, typer.Option(
-        "--context", "-c", metavar="KEY=VALUE", show_default=False,
-        help="A required pair: the message's encryption context must hold KEY with this VALUE (repeat -c for "
-             "each pair).")] = None,
+    discovery_partition: DiscoveryPartition = None,
+    discovery_account: DiscoveryAccount = None,
+    context: DecryptContext = None,
     decode: Annotated[bool, typer.Option(
         "--decode", help="Read base64 (whitespace and line breaks are ignored).")] = False,
     commitment_policy: Policy = None,
     unsigned_only: Annotated[bool, typer.Option(
         "--unsigned-only", help="Refuse signed messages before any output (so nothing unverified is "
                                 "ever written, even to a pipe).")] = False,
-    max_encrypted_data_keys: Annotated[int | None, typer.Option(
-        "--max-encrypted-data-keys", metavar="N", callback=_at_least(1), show_default=False,
-        help="Refuse messages with more than N encrypted data keys, as soon as the count is read (default "
-             "256).")] = None,
+    max_encrypted_data_keys: MaxEdksRead = None,
     max_frame_length: Annotated[int | None, typer.Option(
         "--max-frame-length", metavar="BYTES", callback=_at_least(1), show_default=False,
         help="Refuse frames (or a non-framed body) longer than BYTES, before reading them: each is held in "
@@ -360,10 +399,7 @@ def decrypt(
     part_size: PartSize = None,
     ssm_tier: SsmTier = None,
     version_stage: VersionStage = None,
-    region: Annotated[str | None, typer.Option(
-        "--region", metavar="REGION", show_default=False,
-        help="AWS region of kms: keys given by key id or alias (ARNs name their own), and of --discovery's "
-             "clients. Default: AWS_REGION / AWS_DEFAULT_REGION or the AWS_PROFILE's region.")] = None,
+    region: DecryptRegion = None,
     grant_token: GrantTokens = None,
     cache_max_age: CacheMaxAge = None,
     cache_capacity: CacheCapacity = None,
@@ -380,15 +416,17 @@ def decrypt(
     from .jobs import DecryptJob, Job, Run
 
     policy = options.policy(commitment_policy)
+    inputs = _inputs(inputs, input_option)
     options.check_inputs_are_not_pairs(inputs, context)
     keys = KeyOptions(tuple(key or ()), discovery=discovery, discovery_partition=discovery_partition,
                       discovery_accounts=tuple(discovery_account or ()), region=region,
                       grant_tokens=tuple(grant_token or ()))
+    reproduced, required = options.decrypt_pairs(context)
     limits = {"max_encrypted_data_keys": envelope.DEFAULT_MAX_ENCRYPTED_DATA_KEYS if max_encrypted_data_keys is None
               else max_encrypted_data_keys,
               "max_frame_length": envelope.DEFAULT_MAX_FRAME_LENGTH if max_frame_length is None else max_frame_length}
-    job: Job = DecryptJob(options.pairs(context), commitment_policy=policy, unsigned_only=unsigned_only,
-                          decode=decode, **limits)
+    job: Job = DecryptJob(required, commitment_policy=policy, unsigned_only=unsigned_only, decode=decode,
+                          reproduced_context=reproduced, **limits)
     if byte_range is not None:
         from .ranges import RangeJob, parse_range
 
@@ -397,13 +435,114 @@ def decrypt(
             raise envelope.UsageError("--range reads part of one message: give one INPUT (no -r)")
         if decode:
             raise envelope.UsageError("--range needs the binary message (seekable): it cannot be used with --decode")
-        job = RangeJob(start, end, options.pairs(context), commitment_policy=policy, **limits)
+        job = RangeJob(start, end, required, commitment_policy=policy, reproduced_context=reproduced, **limits)
         output = STDIO if output is None else output
     cache = options.cache_settings(cache_max_age, None, None, cache_capacity)
     where = _locations(reads_messages=True, decode=decode, force=force, part_size=part_size, ssm_tier=ssm_tier,
                        version_stage=version_stage)
     return _execute(Run(job, keys, cache, force=force, locations=where), inputs, output, recursive=recursive,
                     follow_symlinks=follow_symlinks, suffix=suffix, metadata_output=metadata_output,
+                    progress=progress, workers=workers, verbose=verbose, quiet=quiet)
+
+
+@app.command(cls=Command, short_help="Give messages new keys without decrypting them (key rotation).",
+             epilog=_examples("envelope rewrap backup.tar.encrypted -o new/ --old-key file:old.key --key file:new.key",
+                              "envelope rewrap -r archive -o archive.new --old-key kms:alias/old --key kms:alias/new",
+                              "envelope rewrap -r archive -o archive.new --discovery --key kms:alias/new "
+                              "--key file:recovery.key",
+                              "envelope rewrap < m.encrypted --old-key file:old.key --key file:new.key > m.new")
+             + "\n\n" + EXIT_CODES)
+def rewrap(
+    inputs: Inputs = None,
+    input_option: InputOption = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", metavar="OUTPUT", show_default=False,
+        help="Output file ('-': stdout), or a folder to write into (an existing one, or a name ending in /); with "
+             "several inputs or -r, a folder. Required unless the input is stdin (then stdout): an input is "
+             "never replaced.")] = None,
+    key: Annotated[list[str] | None, typer.Option(
+        "--key", "-k", metavar="SPEC", show_default=False,
+        help="A new key: file:PATH or kms:ID, as for encrypt. Repeat for several: the output's data key is "
+             "wrapped by these keys and only these.")] = None,
+    old_key: Annotated[list[str] | None, typer.Option(
+        "--old-key", metavar="SPEC", show_default=False,
+        help="A key that opens the messages now: file:PATH or kms:ID, as for decrypt (repeatable).")] = None,
+    discovery: Annotated[bool, typer.Option(
+        "--discovery", help="Open the data keys with any aws-kms key the AWS credentials may decrypt (instead "
+                            "of --old-key).")] = False,
+    discovery_partition: DiscoveryPartition = None,
+    discovery_account: DiscoveryAccount = None,
+    context: DecryptContext = None,
+    verify: Annotated[bool | None, typer.Option(
+        "--verify/--no-verify", show_default=False,
+        help="Also check every frame's tag while copying (default: on for signed suites, whose body is hashed "
+             "anyway; off for unsigned ones, whose body is then copied without being read). A signed message's "
+             "signature is always verified.")] = None,
+    commitment_policy: Policy = None,
+    max_encrypted_data_keys: MaxEdksRead = None,
+    max_frame_length: Annotated[int | None, typer.Option(
+        "--max-frame-length", metavar="BYTES", callback=_at_least(1), show_default=False,
+        help="Refuse frames longer than BYTES, and with --verify a non-framed body longer than that (held in "
+             "memory to be checked; default 64 MiB).")] = None,
+    recursive: Recursive = False,
+    follow_symlinks: FollowSymlinks = False,
+    force: Force = False,
+    metadata_output: Metadata = None,
+    progress: ShowProgress = None,
+    workers: Workers = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+    part_size: PartSize = None,
+    ssm_tier: SsmTier = None,
+    version_stage: VersionStage = None,
+    region: DecryptRegion = None,
+    grant_token: GrantTokens = None,
+) -> int:
+    """Give messages new keys without decrypting them (key rotation, adding or dropping a key).
+
+    The data key is opened with the old keys and the header verified (key commitment, header tag), then a new
+    header is written with the same message id, suite, context and frame length and the data key wrapped by
+    the new keys only; the body is copied unchanged. Signed messages get a fresh signing key and signature. The
+    output decrypts with the new keys to exactly the same plaintext, and no longer with the old keys. The data
+    key stays the same: this is no answer to a leaked data key or message (re-encrypt for that; docs/rewrap.md).
+    Outputs appear only once complete; an existing file is replaced only with --force.
+    """
+    import envelope
+
+    from . import options
+    from .jobs import RewrapJob, Run
+
+    policy = options.policy(commitment_policy)
+    inputs = _inputs(inputs, input_option)
+    options.check_inputs_are_not_pairs(inputs, context)
+    if not key:
+        raise envelope.UsageError("give the new keys: --key SPEC (file:PATH or kms:ID; repeatable)")
+    if discovery and old_key:
+        raise envelope.UsageError("--discovery and --old-key exclude each other: give one or the other")
+    if not old_key and not discovery:
+        raise envelope.UsageError("give the keys that open the messages now: --old-key SPEC (repeatable) or "
+                                  "--discovery")
+    if output is None and any(item not in (STDIO, "/dev/stdin") for item in inputs or []):
+        raise envelope.UsageError("rewrap needs -o OUTPUT (a file, or a folder for several inputs or -r): it never "
+                                  "replaces its input")
+    old_keys = KeyOptions(tuple(old_key or ()), discovery=discovery, discovery_partition=discovery_partition,
+                          discovery_accounts=tuple(discovery_account or ()))
+    new_keys = KeyOptions(tuple(key))
+    aws = {"region": region, "grant_tokens": tuple(grant_token or ())}
+    if new_keys.uses_kms:
+        new_keys = replace(new_keys, **aws)  # type: ignore[arg-type]
+    if old_keys.uses_kms or not new_keys.uses_kms:  # neither uses KMS: the old side's check refuses them
+        old_keys = replace(old_keys, **aws)  # type: ignore[arg-type]
+    reproduced, required = options.decrypt_pairs(context)
+    job = RewrapJob(
+        new_keys, required, reproduced, commitment_policy=policy, verify=verify,
+        max_encrypted_data_keys=envelope.DEFAULT_MAX_ENCRYPTED_DATA_KEYS if max_encrypted_data_keys is None
+        else max_encrypted_data_keys,
+        max_frame_length=envelope.DEFAULT_MAX_FRAME_LENGTH if max_frame_length is None else max_frame_length)
+    where = _locations(reads_messages=True, force=force, part_size=part_size, ssm_tier=ssm_tier,
+                       version_stage=version_stage)
+    return _execute(Run(job, old_keys, None, force=force, locations=where), inputs, output, recursive=recursive,
+                    follow_symlinks=follow_symlinks, suffix=None, metadata_output=metadata_output,
                     progress=progress, workers=workers, verbose=verbose, quiet=quiet)
 
 
@@ -420,7 +559,9 @@ def inspect(
     """Print a message's header as JSON, without any key.
 
     Shows the format version, suite, message id, content type, frame length, encryption context and each
-    encrypted data key (provider id, provider info, ciphertext length).
+    encrypted data key (provider id, provider info, ciphertext length). Whether the message also needs
+    reproduced context pairs (encrypted with --required-context-key) cannot be told from its bytes: the
+    required_context field says so.
     """
     import envelope
 

@@ -85,6 +85,8 @@ CLI_WORDS = (
     ("pass region= (CLI --region) or set", "give --region or set"),
     ("AWS_RETRY_MODE / retry_mode", "AWS_RETRY_MODE"),
     ("AWS_MAX_ATTEMPTS / max_attempts", "AWS_MAX_ATTEMPTS"),
+    ("(reproduced_context=)", "(-c KEY=VALUE)"),
+    ("(raise max_frame_length, or --max-frame-length, to verify it)", "(raise --max-frame-length to verify it)"),
 )
 
 

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from envelope import EncryptedDataKey, Header
 
-__all__ = ["header_json", "header_summary", "json_text"]
+__all__ = ["REQUIRED_CONTEXT_NOTE", "header_json", "header_summary", "json_text"]
+
+#: What ``inspect`` can say about required encryption context (esdk-format.md section 6.4): nothing in the bytes
+#: tells, because those pairs are authenticated by the header tag without being stored.
+REQUIRED_CONTEXT_NOTE = ("unknown: pairs encrypted as required context (--required-context-key) are authenticated "
+                         "but not stored, and nothing in the message says whether there are any; "
+                         "encryption_context lists the stored pairs. If decrypt fails to authenticate, give the "
+                         "required pairs with -c KEY=VALUE")
 
 
 def _edk(edk: EncryptedDataKey) -> dict[str, Any]:
@@ -50,6 +57,7 @@ def header_json(header: Header) -> dict[str, Any]:
         "encrypted_data_keys": [
             {**_edk(edk), "ciphertext_length": len(edk.ciphertext)} for edk in header.encrypted_data_keys
         ],
+        "required_context": REQUIRED_CONTEXT_NOTE,
     }
 
 

@@ -1,14 +1,14 @@
 """What a run does to each input, and running it: typed job descriptions, materials, the task runner.
 
-A command line becomes one frozen :class:`Run`: an :class:`EncryptJob` or :class:`DecryptJob` whose fields are
-the keyword arguments of :func:`envelope.encrypt_stream` / :func:`envelope.decrypt_stream`, the keys and cache
-that make the materials manager, and the output rules. :func:`process_task` runs one :class:`~envelope_cli.
-planning.Task` with it: it opens the source and the sink through ``envelope_cli.locations`` (so every kind of
-location works the same), lets the job call the library, and commits the sink only after the library
-returned. The input goes through an :class:`~envelope_cli.streams.InputMeter` that holds it to the size the
-source had when it was opened (an input that changes while being read fails, exit 4) and the output through an
-:class:`~envelope_cli.streams.OutputWriter`, so I/O errors name the file. The runner has no branch on the
-direction: what differs between encrypt and decrypt is a method or attribute of the job.
+A command line becomes one frozen :class:`Run`: an :class:`EncryptJob`, :class:`DecryptJob` or :class:`RewrapJob`
+whose fields are the keyword arguments of :func:`envelope.encrypt_stream` / :func:`envelope.decrypt_stream` /
+:func:`envelope.rewrap_stream`, the keys and cache that make the materials manager, and the output rules.
+:func:`process_task` runs one :class:`~envelope_cli.planning.Task` with it: it opens the source and the sink through
+``envelope_cli.locations`` (so every kind of location works the same), lets the job call the library, and commits
+the sink only after the library returned. The input goes through an :class:`~envelope_cli.streams.InputMeter` that
+holds it to the size the source had when it was opened (an input that changes while being read fails, exit 4) and
+the output through an :class:`~envelope_cli.streams.OutputWriter`, so I/O errors name the file. The runner has no
+branch on the direction: what differs between encrypt, decrypt and rewrap is a method or attribute of the job.
 
 Each process encrypts or decrypts through one :class:`Materials`: always a materials manager, the
 :class:`~envelope.DefaultMaterialsManager` over the keyring, or with ``--cache-max-age`` a
@@ -35,7 +35,7 @@ from . import tempfiles
 from .errors import ExitCode, FileProblem, classify, debug, print_error, say
 from .files import STDIO
 from .headers import header_summary
-from .keys import KeyOptions, build_keyring
+from .keys import KeyOptions, build_keyring, key_files
 from .locations import Settings, SinkRules, configure, create_sink, kind_of, open_source
 from .planning import Plan, Task
 from .progress import Progress
@@ -49,11 +49,12 @@ if TYPE_CHECKING:
         CachingMaterialsManager,
         CommitmentPolicy,
         Header,
+        Keyring,
         MaterialsManager,
     )
 
-__all__ = ["CacheSettings", "DecryptJob", "EncryptJob", "Job", "Materials", "Outcome", "Run", "execute_plan",
-           "process_task"]
+__all__ = ["CacheSettings", "DecryptJob", "EncryptJob", "Job", "Materials", "Outcome", "RewrapJob", "Run",
+           "execute_plan", "process_task"]
 
 def _usage(message: str) -> Exception:
     from envelope import UsageError
@@ -74,8 +75,16 @@ class Job(Protocol):
     two there are. Picklable (worker processes receive it)."""
 
     @property
-    def mode(self) -> Literal["encrypt", "decrypt"]:
-        """The command: the keyring's purpose, the progress label, the metadata ``mode``."""
+    def mode(self) -> Literal["encrypt", "decrypt", "rewrap"]:
+        """The command: the progress label, the metadata ``mode``, the output names."""
+
+    @property
+    def key_purpose(self) -> Literal["encrypt", "decrypt"]:
+        """What the ``--key`` keys (the run's ``keys``) are for."""
+
+    @property
+    def new_keys(self) -> KeyOptions | None:
+        """Keys that wrap the data key anew (rewrap), besides the run's ``keys``; None for the others."""
 
     @property
     def decodes(self) -> bool:
@@ -92,7 +101,7 @@ class Job(Protocol):
     def output_mode(self, input_mode: int | None) -> int | None:
         """Permission bits of a new output file, given the input's."""
 
-    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
+    def transform(self, source: Readable, destination: Writable, materials: Materials, *,
                   length: int | None, threads: int | None) -> Done:
         """Call the library: ``source`` -> ``destination``; ``length`` is the input's size when known."""
 
@@ -107,8 +116,11 @@ class EncryptJob:
     commitment_policy: CommitmentPolicy | None = None
     max_encrypted_data_keys: int | None = None
     encode: bool = False  # write base64
+    required_context_keys: frozenset[str] = frozenset()  # --required-context-key: authenticated, not stored
 
     mode: ClassVar[Literal["encrypt"]] = "encrypt"
+    key_purpose: ClassVar[Literal["encrypt"]] = "encrypt"
+    new_keys: ClassVar[None] = None
     #: a binary message read from a terminal is a mistake; plaintext typed at one is not
     binary_input: ClassVar[bool] = False
 
@@ -124,15 +136,16 @@ class EncryptJob:
         """Encrypted files keep the mode of their input."""
         return input_mode
 
-    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
+    def transform(self, source: Readable, destination: Writable, materials: Materials, *,
                   length: int | None, threads: int | None) -> Done:
         import envelope
 
         out: Writable = Base64Writer(destination) if self.encode else destination
         result = envelope.encrypt_stream(
-            source, out, materials_manager=manager, context=self.context,  # type: ignore[arg-type]
+            source, out, materials_manager=materials.manager, context=self.context,  # type: ignore[arg-type]
             algorithm=self.algorithm, frame_length=self.frame_length, commitment_policy=self.commitment_policy,
-            max_encrypted_data_keys=self.max_encrypted_data_keys, plaintext_length=length, threads=threads)
+            max_encrypted_data_keys=self.max_encrypted_data_keys, plaintext_length=length, threads=threads,
+            required_context_keys=self.required_context_keys)
         if isinstance(out, Base64Writer):
             out.finish()
             return Done(result.header, out.count)
@@ -141,16 +154,21 @@ class EncryptJob:
 
 @dataclass(frozen=True)
 class DecryptJob:
-    """``envelope decrypt``: the keyword arguments of :func:`envelope.decrypt_stream`, and ``--decode``."""
+    """``envelope decrypt``: the keyword arguments of :func:`envelope.decrypt_stream`, and ``--decode``.
+    ``-c KEY=VALUE`` pairs are reproduced (``reproduced_context``), ``-c KEY`` keys required with any value
+    (``required_context`` maps them to None)."""
 
-    required_context: Mapping[str, str]
+    required_context: Mapping[str, str | None]
     max_encrypted_data_keys: int | None
     max_frame_length: int
     commitment_policy: CommitmentPolicy | None = None
     unsigned_only: bool = False
     decode: bool = False  # read base64
+    reproduced_context: Mapping[str, str] = field(default_factory=dict)
 
     mode: ClassVar[Literal["decrypt"]] = "decrypt"
+    key_purpose: ClassVar[Literal["decrypt"]] = "decrypt"
+    new_keys: ClassVar[None] = None
     refuse_terminal: ClassVar[str | None] = None
 
     @property
@@ -165,14 +183,54 @@ class DecryptJob:
         """Decrypted files are private, whatever the message's file mode."""
         return 0o600
 
-    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
+    def transform(self, source: Readable, destination: Writable, materials: Materials, *,
                   length: int | None, threads: int | None) -> Done:
         import envelope
 
         result = envelope.decrypt_stream(
             Base64Reader(source) if self.decode else source, destination,  # type: ignore[arg-type]
-            materials_manager=manager, commitment_policy=self.commitment_policy,
-            required_context=self.required_context, unsigned_only=self.unsigned_only,
+            materials_manager=materials.manager, commitment_policy=self.commitment_policy,
+            required_context=self.required_context, reproduced_context=self.reproduced_context,
+            unsigned_only=self.unsigned_only, max_encrypted_data_keys=self.max_encrypted_data_keys,
+            max_frame_length=self.max_frame_length, threads=threads)
+        return Done(result.header, result.bytes_written)
+
+
+@dataclass(frozen=True)
+class RewrapJob:
+    """``envelope rewrap``: the keyword arguments of :func:`envelope.rewrap_stream`. The run's ``keys`` (``--old-key``
+    or ``--discovery``) open the data key; ``new_keys`` (``--key``) wrap it anew. ``-c`` as for decrypt."""
+
+    new_keys: KeyOptions  # an instance field here, a ClassVar (None) in the other jobs
+    required_context: Mapping[str, str | None]
+    reproduced_context: Mapping[str, str]
+    max_encrypted_data_keys: int | None
+    max_frame_length: int
+    commitment_policy: CommitmentPolicy | None = None
+    verify: bool | None = None  # None: the library's default (on for signed suites)
+
+    mode: ClassVar[Literal["rewrap"]] = "rewrap"
+    key_purpose: ClassVar[Literal["decrypt"]] = "decrypt"
+    binary_input: ClassVar[bool] = True
+    refuse_terminal: ClassVar[str | None] = TERMINAL_CIPHERTEXT
+
+    @property
+    def decodes(self) -> bool:
+        return False
+
+    def output_mode(self, input_mode: int | None) -> int | None:
+        """A rewrapped file keeps the mode of its input, as an encrypted file does."""
+        return input_mode
+
+    def transform(self, source: Readable, destination: Writable, materials: Materials, *,
+                  length: int | None, threads: int | None) -> Done:
+        import envelope
+
+        assert materials.new_keyring is not None
+        result = envelope.rewrap_stream(
+            source, destination, old=materials.manager, new=materials.new_keyring,  # type: ignore[arg-type]
+            commitment_policy=self.commitment_policy, required_context=self.required_context,
+            reproduced_context=self.reproduced_context, verify=self.verify,
             max_encrypted_data_keys=self.max_encrypted_data_keys, max_frame_length=self.max_frame_length,
             threads=threads)
         return Done(result.header, result.bytes_written)
@@ -191,10 +249,12 @@ class CacheSettings(NamedTuple):
 
 
 class Materials(NamedTuple):
-    """What one process encrypts and decrypts with: a materials manager (and the cache, when it is one)."""
+    """What one process encrypts and decrypts with: a materials manager (and the cache, when it is one), and for
+    a rewrap the keyring that wraps the data key anew."""
 
     manager: MaterialsManager
     cache: CachingMaterialsManager | None = None
+    new_keyring: Keyring | None = None
 
     def cache_counts(self) -> dict[str, int] | None:
         """This process's cache stats so far (None without a cache)."""
@@ -218,13 +278,21 @@ class Run:
         so the command builds it before any file is touched; ``warn`` gets warnings about the keys."""
         import envelope
 
-        keyring = build_keyring(self.keys, self.job.mode, warn)
+        keyring = build_keyring(self.keys, self.job.key_purpose, warn)
+        new_keys = self.job.new_keys
+        new_keyring = None if new_keys is None else build_keyring(new_keys, "encrypt", warn)
         if self.cache is None:
-            return Materials(envelope.DefaultMaterialsManager(keyring))
+            return Materials(envelope.DefaultMaterialsManager(keyring), None, new_keyring)
         c = self.cache
         manager = envelope.CachingMaterialsManager(keyring, envelope.LocalCache(c.capacity), max_age=c.max_age,
                                                    max_messages=c.max_messages, max_bytes=c.max_bytes)
-        return Materials(manager, manager)
+        return Materials(manager, manager, new_keyring)
+
+    @property
+    def key_files(self) -> tuple[str, ...]:
+        """The key files the run reads (no output may overwrite them)."""
+        new_keys = self.job.new_keys
+        return key_files(self.keys) + (key_files(new_keys) if new_keys is not None else ())
 
 
 @dataclass
@@ -282,7 +350,7 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
                 refuse_terminal=job.refuse_terminal, expected_size=source.size))
             try:
                 out = OutputWriter(sink.open(), task.destination)
-                done = job.transform(meter, out, materials.manager, length=source.size,
+                done = job.transform(meter, out, materials, length=source.size,
                                      threads=_threads(task, source.size) if threads is None else threads)
                 sink.commit()
             except BaseException:

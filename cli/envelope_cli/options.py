@@ -11,8 +11,8 @@ if TYPE_CHECKING:
 
     from .jobs import CacheSettings
 
-__all__ = ["DEFAULT_CACHE_CAPACITY", "cache_settings", "check_inputs_are_not_pairs", "frame_size", "in_range",
-           "pairs", "part_size", "policy", "seconds", "ssm_tier", "suite", "version_stage"]
+__all__ = ["DEFAULT_CACHE_CAPACITY", "cache_settings", "check_inputs_are_not_pairs", "decrypt_pairs", "frame_size",
+           "in_range", "pairs", "part_size", "policy", "seconds", "ssm_tier", "suite", "version_stage"]
 
 #: ``--cache-capacity`` default: entries per cache (one per process).
 DEFAULT_CACHE_CAPACITY = 1000
@@ -31,6 +31,22 @@ def pairs(values: list[str] | None) -> dict[str, str]:
             raise UsageError(f"-c: key {key!r} is given twice with different values")
         found[key] = value
     return found
+
+
+def decrypt_pairs(values: list[str] | None) -> tuple[dict[str, str], dict[str, str | None]]:
+    """``decrypt -c`` / ``rewrap -c``: (reproduced pairs from KEY=VALUE, required keys from KEY alone: the message
+    must store them, with any value, as the ESDK CLI allows)."""
+    from envelope import UsageError
+
+    with_values = [item for item in values or [] if "=" in item]
+    keys = [item for item in values or [] if "=" not in item]
+    reproduced = pairs(with_values)
+    required: dict[str, str | None] = {}
+    for key in keys:
+        if not key:
+            raise UsageError("-c needs KEY=VALUE, or KEY alone to require the key with any value")
+        required[key] = None
+    return reproduced, required
 
 
 def suite(text: str | None) -> AlgorithmSuite | None:

@@ -55,12 +55,14 @@ class Plan(NamedTuple):
 
 class Naming(NamedTuple):
     """Default output names: encrypt NAME + SUF (default .encrypted); decrypt NAME without SUF when it ends
-    with it (default .encrypted), else NAME.decrypted."""
+    with it (default .encrypted), else NAME.decrypted; rewrap NAME (in another folder: ``-o`` is required)."""
 
-    mode: Literal["encrypt", "decrypt"]
+    mode: Literal["encrypt", "decrypt", "rewrap"]
     suffix: str | None = None
 
     def output_name(self, name: str) -> str:
+        if self.mode == "rewrap":
+            return name
         suf = DEFAULT_SUFFIX if self.suffix is None else self.suffix
         if self.mode == "encrypt":
             if not suf:

@@ -15,13 +15,13 @@ message does not stop it, by design.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from envelope import CommitmentPolicy, MaterialsManager
+    from envelope import CommitmentPolicy
 
-    from .jobs import Done
+    from .jobs import Done, Materials
     from .streams import Readable, Writable
 
 __all__ = ["RangeJob", "parse_range"]
@@ -44,16 +44,20 @@ def parse_range(text: str) -> tuple[int, int | None]:
 
 @dataclass(frozen=True)
 class RangeJob:
-    """``envelope decrypt --range``: the keyword arguments of :func:`envelope.decrypt_range`."""
+    """``envelope decrypt --range``: the keyword arguments of :func:`envelope.decrypt_range`; ``-c`` as for
+    :class:`~envelope_cli.jobs.DecryptJob` (``KEY=VALUE`` reproduced, ``KEY`` required with any value)."""
 
     start: int
     end: int | None
-    required_context: Mapping[str, str]
+    required_context: Mapping[str, str | None]
     max_encrypted_data_keys: int | None
     max_frame_length: int
     commitment_policy: CommitmentPolicy | None = None
+    reproduced_context: Mapping[str, str] = field(default_factory=dict)
 
     mode: ClassVar[Literal["decrypt"]] = "decrypt"
+    key_purpose: ClassVar[Literal["decrypt"]] = "decrypt"
+    new_keys: ClassVar[None] = None
     refuse_terminal: ClassVar[str | None] = None
     binary_input: ClassVar[bool] = True
 
@@ -64,14 +68,15 @@ class RangeJob:
     def output_mode(self, input_mode: int | None) -> int:
         return 0o600  # plaintext
 
-    def transform(self, source: Readable, destination: Writable, manager: MaterialsManager, *,
+    def transform(self, source: Readable, destination: Writable, materials: Materials, *,
                   length: int | None, threads: int | None) -> Done:
         import envelope
 
         from .jobs import Done
 
         result = envelope.decrypt_range(
-            source, destination, self.start, self.end, materials_manager=manager,  # type: ignore[arg-type]
+            source, destination, self.start, self.end, materials_manager=materials.manager,  # type: ignore[arg-type]
             commitment_policy=self.commitment_policy, required_context=self.required_context,
+            reproduced_context=self.reproduced_context,
             max_encrypted_data_keys=self.max_encrypted_data_keys, max_frame_length=self.max_frame_length)
         return Done(result.header, result.bytes_written)

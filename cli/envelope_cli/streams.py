@@ -35,7 +35,7 @@ class InputMeter:
     length is known, is enforced: reading more, or reaching the end after fewer, means the input changed while
     being read (a file that grew or shrank), which fails before the output is put in place."""
 
-    __slots__ = ("_location", "_on_read", "_raw", "count", "head", "size")
+    __slots__ = ("_location", "_on_read", "_prefix", "_raw", "count", "head", "size")
 
     def __init__(self, raw: Readable | BinaryIO, on_read: Callable[[int], None] | None = None, *,
                  location: str = "-", size: int | None = None) -> None:
@@ -45,6 +45,7 @@ class InputMeter:
         self.size = size
         self.count = 0
         self.head = b""
+        self._prefix = True  # every byte read so far is the next one of the input (see seek)
 
     def readinto(self, buf: Any) -> int:
         try:
@@ -76,12 +77,11 @@ class InputMeter:
         seekable = getattr(self._raw, "seekable", None)
         return bool(seekable()) if seekable is not None else False
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """For readers that need a seekable source (``decrypt --range``). After a seek the bytes read are no
-        longer a prefix of the input, so the size check stops: what is read then is verified by its frame tags
-        (and an S3 object by its ETag)."""
-        self.size = None
-        return int(self._raw.seek(offset, whence))  # type: ignore[attr-defined]
+    def fileno(self) -> int:
+        """For a reader that copies part of the input by descriptor (:func:`envelope.rewrap_stream` copies an
+        unsigned body from file to file in the kernel): it asks for the descriptor and where the input is,
+        copies, then seeks past what it copied (see :meth:`seek`)."""
+        return int(self._raw.fileno())  # type: ignore[attr-defined]
 
     def tell(self) -> int:
         return int(self._raw.tell())  # type: ignore[attr-defined]
@@ -92,6 +92,31 @@ class InputMeter:
         hint = getattr(self._raw, "set_fetch_end", None)
         if hint is not None:
             hint(end)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Two readers seek. A seek forward from where reading is (a copy by descriptor, as :meth:`fileno`
+        says) counts the bytes passed as read, under the same size rule as every other read. Any other seek
+        (``decrypt --range`` reads the header, the end and only some frames) means the bytes read are no
+        longer a prefix of the input, so the size check stops: what is read then is verified by its frame tags
+        (and an S3 object by its ETag)."""
+        import io
+
+        before = self.tell() if self._prefix else None
+        position = int(self._raw.seek(offset, whence))  # type: ignore[attr-defined]
+        if before is None:
+            return position
+        if whence != io.SEEK_SET or offset < before:
+            self._prefix = False
+            self.size = None
+            return position
+        moved = offset - before
+        if moved:
+            self.count += moved
+            if self._on_read is not None:
+                self._on_read(moved)
+            if self.size is not None and self.count > self.size:
+                raise self._changed("more")
+        return position
 
     def read(self, size: int = -1) -> bytes:
         """Only for readers that do not use ``readinto``; the library does."""
@@ -105,11 +130,22 @@ class OutputWriter:
     """The library's view of an output: a write error names the output (``cannot write 'x': No space left on
     device``). One call per batch, as the library writes whole batches."""
 
-    __slots__ = ("_location", "_write")
+    __slots__ = ("_location", "_raw", "_write")
 
     def __init__(self, raw: BinaryIO, location: str) -> None:
+        self._raw = raw
         self._write = raw.write
         self._location = location
+
+    def fileno(self) -> int:
+        """For a copy in the kernel (see :meth:`InputMeter.fileno`), which writes at the descriptor's position."""
+        return self._raw.fileno()
+
+    def flush(self) -> None:
+        try:
+            self._raw.flush()
+        except OSError as exc:
+            raise FileProblem("cannot write", exc, self._location) from None
 
     def write(self, data: Any) -> int:
         try:

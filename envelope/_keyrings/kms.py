@@ -369,7 +369,8 @@ def _failed(keyring: object, failures: list[KmsError], skipped: list[str]) -> Ke
     if not failures:
         return KeyringError(f"{keyring} could not open the data key", attempts)
     error = KmsError(f"{keyring} could not open the data key: " + "; ".join(attempts),
-                     key_id=failures[0].key_id, code=failures[0].code)
+                     key_id=failures[0].key_id, code=failures[0].code,
+                     unauthenticated=any(f.unauthenticated for f in failures))
     error.attempts = attempts
     return error
 

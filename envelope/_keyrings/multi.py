@@ -47,9 +47,11 @@ class MultiKeyring:
     def unwrap(self, suite: AlgorithmSuite, context: Mapping[str, str], edks: Sequence[EncryptedDataKey]
                ) -> bytes:
         attempts: list[str] = []
+        unauthenticated = False
         for keyring in self.keyrings:
             try:
                 return keyring.unwrap(suite, context, edks)
             except KeyringError as exc:
+                unauthenticated = unauthenticated or exc.unauthenticated
                 attempts += [f"{keyring}: {a}" for a in exc.attempts] or [f"{keyring}: {exc}"]
-        raise KeyringError("no keyring could open the data key", attempts)
+        raise KeyringError("no keyring could open the data key", attempts, unauthenticated=unauthenticated)

@@ -55,6 +55,7 @@ class RawAesKeyring:
     def unwrap(self, suite: AlgorithmSuite, context: Mapping[str, str], edks: Sequence[EncryptedDataKey]
                ) -> bytes:
         attempts = []
+        unauthenticated = False
         aad: bytes | None = None
         for edk in edks:
             info = edk.provider_info
@@ -68,7 +69,8 @@ class RawAesKeyring:
             try:
                 return self._aead.decrypt(info[-12:], edk.ciphertext, aad)
             except InvalidTag:
+                unauthenticated = True
                 attempts.append(f"{describe_edk(edk)}: did not authenticate (wrong key or changed context)")
         if not attempts:
             attempts.append("no encrypted data key names this key")
-        raise KeyringError(f"{self} could not open the data key", attempts)
+        raise KeyringError(f"{self} could not open the data key", attempts, unauthenticated=unauthenticated)

@@ -70,7 +70,7 @@ def reference_block(*path: str) -> str:
 
 
 def test_the_commands_are_the_pinned_ones() -> None:
-    assert COMMANDS == ["decrypt", "encrypt", "encrypt-env", "exec", "inspect", "keygen"]
+    assert COMMANDS == ["decrypt", "encrypt", "encrypt-env", "exec", "inspect", "keygen", "rewrap"]
 
 
 def test_reference_file_is_the_rendered_reference() -> None:
@@ -129,10 +129,14 @@ def test_pinned_option_names() -> None:
     pinned = {
         "keygen": "-o --namespace --name --bits --rsa --force",
         "encrypt": "-o --key -c --algorithm --frame-size --commitment-policy --encode -r --suffix --force "
-                   "--metadata-output --progress --no-progress --workers --max-encrypted-data-keys",
+                   "--metadata-output --progress --no-progress --workers --max-encrypted-data-keys "
+                   "--required-context-key -i --input --encryption-context --frame-length",
         "decrypt": "-o --key --discovery -c --decode --commitment-policy --unsigned-only --max-encrypted-data-keys "
-                   "-r --suffix --force --metadata-output --progress --no-progress --workers",
+                   "-r --suffix --force --metadata-output --progress --no-progress --workers -i --input "
+                   "--encryption-context",
         "inspect": "--decode",
+        "rewrap": "-o --key --old-key --discovery -c --verify --no-verify --commitment-policy -r --force "
+                  "--metadata-output --workers",
     }
     for name, names in pinned.items():
         assert set(names.split()) <= set(options(name)), name
@@ -153,9 +157,6 @@ def test_top_level_help_lists_commands_options_and_exit_codes() -> None:
 # command lines in the README and docs/
 
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
-#: Spellings issue 15 adds for ESDK CLI users; docs/from-esdk-cli.md uses them, marked "(issue 15)". Until the CLI
-#: has them, such a line is checked with today's spelling. (issue 15: drop an entry when its alias exists.)
-PENDING_ALIASES = {"-i": None, "--input": None, "--encryption-context": "-c", "--frame-length": "--frame-size"}
 _SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "(", ")"}
 
 
@@ -195,27 +196,15 @@ def _documented_calls() -> list[tuple[str, list[str]]]:
     return found
 
 
-def _today(args: list[str]) -> list[str]:
-    out: list[str] = []
-    for arg in args:
-        if arg in PENDING_ALIASES:
-            if PENDING_ALIASES[arg] is not None:
-                out.append(PENDING_ALIASES[arg])  # type: ignore[arg-type]
-        else:
-            out.append(arg)
-    return out
-
-
 def test_docs_have_command_lines_to_check() -> None:
     where = {line.split(":")[0] for line, _ in _documented_calls()}
-    assert {"README.md", "docs/cli.md", "docs/kms.md", "docs/cache.md", "docs/from-esdk-cli.md"} <= where
+    assert {"README.md", "docs/cli.md", "docs/kms.md", "docs/cache.md", "docs/from-esdk-cli.md",
+            "docs/rewrap.md"} <= where
 
 
 @pytest.mark.parametrize("line, args", _documented_calls(), ids=lambda v: v if isinstance(v, str) else "")
 def test_documented_command_lines_parse(line: str, args: list[str]) -> None:
     """Parsing checks the command, every option name and the option values' types, without running anything."""
-    if line.startswith("docs/from-esdk-cli.md"):
-        args = _today(args)
     assert args, line
     if args[0].startswith("-"):
         assert set(args) <= {"--version", "--help", "-h", "--install-completion", "--show-completion"}, line

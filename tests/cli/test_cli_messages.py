@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("fast_cli")
 runner = CliRunner()
 #: a file name that drives a terminal (ESC sequences, BEL), forges a second line, and reverses text (bidi)
 HOSTILE = "bad\x1b]0;owned\x07\x1b[31m\nenvelope: error: forged\u202e.encrypted"
-COMMANDS = ["encrypt", "decrypt", "inspect", "keygen", "encrypt-env", "exec"]
+COMMANDS = ["encrypt", "decrypt", "rewrap", "inspect", "keygen", "encrypt-env", "exec"]
 
 
 def run(*args: str | Path, input: bytes | None = None, env: dict[str, str | None] | None = None) -> Any:
