@@ -583,3 +583,27 @@ def test_signal_while_parts_are_uploading_leaves_nothing(tmp_path: Path, aws_env
     assert len(lines) == 1 and lines[0].startswith("envelope: error: interrupted; temporary files were removed"), \
         lines
     assert aws_env.pending_uploads(big_bucket) == [] and aws_env.object_keys(big_bucket) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rewrap (issue 15) through the same location kinds
+
+
+def test_rewrap_from_s3_to_s3_object_and_prefix(tmp_path: Path, s3_env: AwsEnv, key: Path,
+                                                keyring: envelope.Keyring) -> None:
+    """``envelope rewrap`` reads and writes every location kind the registry knows: an object, and -r over a
+    prefix into another prefix. The result opens with the new key only, to the same plaintext."""
+    new = tmp_path / "new.key"
+    ok("keygen", "-o", new, "--name", "new")
+    new_keyring = envelope.load_keyring(str(new))
+    plain = os.urandom(3 * PART + 5)
+    put(s3_env, "old/a.bin", envelope.encrypt(plain, keyring=keyring, frame_length=FRAME))
+    put(s3_env, "old/sub/b.bin", envelope.encrypt(plain[:100], keyring=keyring, algorithm="0x0578"))
+    ok("rewrap", url("old/a.bin"), "-o", url("new/a.bin"), "--old-key", key, "-k", new, *PARTS)
+    assert envelope.decrypt(get(s3_env, "new/a.bin"), keyring=new_keyring).plaintext == plain
+    with pytest.raises(envelope.KeyringError):
+        envelope.decrypt(get(s3_env, "new/a.bin"), keyring=keyring)
+    ok("rewrap", "-r", url("old/"), "-o", url("again/"), "--old-key", key, "-k", new, *PARTS)
+    assert envelope.decrypt(get(s3_env, "again/a.bin"), keyring=new_keyring).plaintext == plain
+    assert envelope.decrypt(get(s3_env, "again/sub/b.bin"), keyring=new_keyring).plaintext == plain[:100]
+    nothing_left(s3_env, "again/missing")
