@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from . import report, tools
+from .dask_group import group_dask
 from .report import fmt_size, frame_tag
 from .tools import CommandFailed, Run, Skip
 
-GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap")
+GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap", "dask")
 GROUP_HELP = {
     "files": "file encrypt/decrypt: envelope CLI and library, ESDK library (2 frame lengths) and CLI, age, cp",
     "pipes": "cat f | TOOL | cat > out for the same tools, and cat | cat",
@@ -45,6 +46,7 @@ GROUP_HELP = {
     "s3": "the large file to and from S3 on moto: envelope.s3 vs boto3 upload_file/download_file; a 1 MiB range",
     "rewrap": "new keys for the large message without re-encryption: envelope rewrap (CLI, library, --verify, "
               "signed) vs cp of the same file",
+    "dask": "the many-files set with --dask (a standing 2-worker LocalCluster, and local:2) vs --workers 2",
 }
 CONTEXT_ARG = "purpose=benchmark"
 ESDK_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"  # 0x0478, envelope's default: same suite for every peer
@@ -809,6 +811,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "coldstart": group_coldstart,
     "s3": group_s3,
     "rewrap": group_rewrap,
+    "dask": group_dask,
 }
 
 

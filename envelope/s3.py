@@ -78,7 +78,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._aws import (
@@ -1033,6 +1033,7 @@ class S3Object:
     size: int
     relative: str
     etag: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata (find_object only: HEAD has it)
 
     @property
     def relative_parts(self) -> tuple[str, ...]:
@@ -1047,9 +1048,9 @@ class S3Object:
 
 
 def find_object(url: str | S3Url, *, client: Any = None) -> S3Object | None:
-    """The object at ``url`` (one HEAD: its size and ETag; ``relative`` is its key), or None when S3 says there
-    is none (HEAD cannot tell a missing key from a missing bucket: both are None). Any other failure (access
-    denied, throttled, unreachable) is a :class:`~envelope.errors.StorageError` naming ``url``."""
+    """The object at ``url`` (one HEAD: its size, ETag and user metadata; ``relative`` is its key), or None when
+    S3 says there is none (HEAD cannot tell a missing key from a missing bucket: both are None). Any other failure
+    (access denied, throttled, unreachable) is a :class:`~envelope.errors.StorageError` naming ``url``."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     parsed = _object_url(url)
@@ -1062,7 +1063,8 @@ def find_object(url: str | S3Url, *, client: Any = None) -> S3Object | None:
         raise _error(exc, client, "HeadObject", parsed, action="read") from exc
     except BotoCoreError as exc:
         raise _error(exc, client, "HeadObject", parsed, action="read") from exc
-    return S3Object(parsed, int(head.get("ContentLength") or 0), parsed.key, head.get("ETag"))
+    return S3Object(parsed, int(head.get("ContentLength") or 0), parsed.key, head.get("ETag"),
+                    dict(head.get("Metadata") or {}))
 
 
 def list_objects(prefix: str | S3Url, *, client: Any = None, page_size: int = 1000) -> Iterator[S3Object]:

@@ -29,6 +29,8 @@ Registered in tests/conftest.py (``pytest_plugins``). Fixtures:
     S3 requests through a proxy are named by their REST shape (``UploadPart``, ``GetObject``, ...; see
     :func:`s3_operation`); a throttled one is answered ``503 SlowDown`` in S3's XML, and ``fail(operation,
     times, status, code)`` answers the next ``times`` requests of an operation (``None``: all) with that error.
+    ``hold(operation)`` keeps the next request of an operation waiting (``wait_held()`` returns once it
+    arrived) until ``release()``, then forwards it; ``statuses[(operation, status)]`` counts moto's answers.
 ``fast_throttle_backoff`` (function)
     In this process only, lowers botocore's throttling backoff base from 1 s to 10 ms. Retries, the retry
     quota and error classification are untouched; only the sleeps shrink (see the note on the fixture).
@@ -363,6 +365,11 @@ class FaultProxy:
         self._faults: dict[str, list[Any]] = {}  # operation -> [times left or None, status, code]
         #: (operation, JSON request body) of every request, in order (tests inspect what was sent to KMS)
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        #: (operation, HTTP status) of every answer moto gave through the proxy
+        self.statuses: Counter[tuple[str, int]] = Counter()
+        self._hold: dict[str, int] = {}  # operation -> requests still to hold
+        self._held = threading.Semaphore(0)  # one per request that arrived and is being held
+        self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -396,8 +403,34 @@ class FaultProxy:
             else:
                 self._faults[operation] = [times, status, code]
 
+    def hold(self, operation: str, times: int = 1) -> None:
+        """Keep the next ``times`` requests for ``operation`` waiting (counted as they arrive) until
+        :meth:`release`; then they are forwarded as usual."""
+        with self._lock:
+            self._released.clear()
+            self._hold[operation] = self._hold.get(operation, 0) + times
+
+    def wait_held(self, timeout: float = 60.0) -> None:
+        """Return once one more held request has arrived (AssertionError after ``timeout`` seconds)."""
+        assert self._held.acquire(timeout=timeout), "no held request arrived"
+
+    def release(self) -> None:
+        with self._lock:
+            self._hold.clear()
+        self._released.set()
+
+    def _wait_if_held(self, operation: str) -> None:
+        with self._lock:
+            held = self._hold.get(operation, 0) > 0
+            if held:
+                self._hold[operation] -= 1
+        if held:
+            self._held.release()
+            self._released.wait(timeout=120)
+
     def reset_counts(self) -> None:
         with self._lock:
+            self.statuses.clear()
             self.received.clear()
             self.forwarded.clear()
             self.throttled.clear()
@@ -484,6 +517,7 @@ class FaultProxy:
                     self._answer(400, [("Content-Type", "application/x-amz-json-1.1"),
                                        ("x-amzn-RequestId", "fault-proxy")], _THROTTLE_BODY)
                     return
+                proxy._wait_if_held(operation)
                 conn = http.client.HTTPConnection(*proxy._target, timeout=60)
                 try:
                     # Expect: 100-continue was answered here (BaseHTTPRequestHandler); the body is sent whole
@@ -494,6 +528,7 @@ class FaultProxy:
                     data = response.read()
                     with proxy._lock:
                         proxy.response_bytes[operation] += len(data)
+                        proxy.statuses[(operation, response.status)] += 1
                     kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
                     # a HEAD answer has no body but tells the object's Content-Length: pass that on
                     head_length = response.getheader("Content-Length") if self.command == "HEAD" else None

@@ -190,3 +190,16 @@ def unnamed_files_work(folder: Path) -> bool:
     except (OSError, AttributeError):
         return False
     return True
+
+
+def write_tree(root: Path, files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Write ``files`` (relative path -> content) below ``root``; returns them."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return dict(files)
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every regular file below ``root``: relative path -> content."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

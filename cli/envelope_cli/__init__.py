@@ -1,17 +1,14 @@
 """The envelope command-line interface (typer), installed as ``envelope_cli``. Entry point:
 :func:`envelope_cli.main.run` (console script ``envelope``).
 
-Modules: ``app`` (commands and options), ``options`` (option values -> typed library values), ``keys`` (key
-SPEC -> keyring), ``jobs`` (typed job descriptions, materials, the task runner), ``planning`` (which input goes
-to which output, checked before any work), ``locations`` (the source / sink protocol and the registry of
-location kinds), ``files`` (stdin / stdout, descriptors and local files: the built-in kinds), ``s3_locations``
-(``s3://`` objects and prefixes), ``stored_locations`` (``ssm:`` / ``secretsmanager:``), ``ranges`` (``decrypt
---range``), ``tempfiles``
-(atomic outputs through temporary files), ``folders`` (``-r`` over a local folder), ``keyfiles`` (where keygen
-writes), ``workers`` (worker processes), ``streams`` (base64, input meter, output writer), ``progress`` (rich,
-lazily), ``headers`` (header JSON), ``errors`` (exit codes and every stderr line, one place), ``boundary`` (the
-error boundary), ``helptext`` (``--help`` without type names), ``speedups`` (typer start-up), ``signals``.
-The CLI uses only the library's public API (``import envelope``).
+Modules: ``app`` (commands and options), ``options`` (option values -> typed library values), ``runner`` (runs
+a plan through the library's task runner: progress, error lines, ``--metadata-output``), ``ranges`` (``decrypt
+--range``), ``environment`` (``encrypt-env``, ``exec``), ``keyfiles`` (where keygen writes), ``progress`` (rich,
+lazily), ``errors`` (exit codes and every stderr line, one place), ``boundary`` (the error boundary), ``helptext``
+(``--help`` without type names), ``speedups`` (typer start-up), ``signals``, ``_reference`` (docs/cli-reference.md).
+What a command does to its inputs is the library's ``envelope.batch`` (locations, planning, jobs, the task
+runner and its executors), which ``envelope.batch.encrypt_many`` / ``decrypt_many`` run too. The CLI uses only
+the library's public modules.
 """
 
 from __future__ import annotations

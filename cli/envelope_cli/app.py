@@ -3,8 +3,8 @@
 
 The library is imported inside the commands, so ``--help`` and ``--version`` never pay for it. Options shared
 by encrypt and decrypt are declared once below; the KMS options (``--region``, ``--grant-token``,
-``--discovery-*``) fold into :class:`envelope_cli.keys.KeyOptions`, the cache options (``--cache-*``) into
-:class:`envelope_cli.jobs.CacheSettings`, both inside :class:`envelope_cli.jobs.Run`.
+``--discovery-*``) fold into :class:`envelope.batch.keys.KeyOptions`, the cache options (``--cache-*``) into
+:class:`envelope.batch.jobs.CacheSettings`, both inside :class:`envelope.batch.jobs.Run`; ``runner`` runs it.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import typer
 from . import version as _version
 from .boundary import Group
 from .errors import ExitCode, classify, print_error
-from .files import STDIO, is_terminal
 from .helptext import Command
-from .keys import KeyOptions
 
 if TYPE_CHECKING:
-    from .jobs import Run
-    from .locations import Settings
+    from envelope.batch.jobs import Run
+    from envelope.batch.locations import Settings
 
 __all__ = ["app"]
+
+STDIO = "-"  # stdin or stdout (envelope.batch.files.STDIO, spelled here so that --help loads no library)
 
 EXIT_CODES = ("Exit codes: 0 success; 1 the message failed to authenticate or parse (tampered, truncated, wrong "
               "context, not an ESDK message); 2 usage error; 3 no key could open the data key; 4 I/O error; "
@@ -141,8 +141,18 @@ ShowProgress = Annotated[bool | None, typer.Option(
 Workers = Annotated[int | None, typer.Option(
     "--workers", metavar="N", callback=_at_least(1), show_default=False,
     help="Files processed in parallel by worker processes. Default: the number of CPU cores.")]
+SkipExisting = Annotated[bool, typer.Option(
+    "--skip-existing", help="Leave outputs that exist alone and process only the other inputs (resume a run that "
+                            "stopped; without it an existing output is refused before any work).")]
+Dask = Annotated[str | None, typer.Option(
+    "--dask", metavar="SCHEDULER", show_default=False,
+    help="Run the inputs on a Dask cluster instead of --workers: a scheduler address (tcp://HOST:8786), or local:N "
+         "for N worker processes here (on 127.0.0.1 only). Workers build the keys from the --key specs; "
+         "docs/scale-out.md. Needs envelope-crypt[dask].")]
+DaskDashboard = Annotated[bool, typer.Option(
+    "--dask-dashboard", help="With --dask local:N: serve the Dask dashboard, on 127.0.0.1 (its address is printed).")]
 Verbose = Annotated[bool, typer.Option(
-    "--verbose", "-v", help="Print one line per output written: its path and size in bytes.")]
+    "--verbose", "-v", help="Print one line per output written (its path and size in bytes) or skipped.")]
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print no warnings (key files others can read, what -r skips); errors still print.")]
 PartSize = Annotated[str | None, typer.Option(
@@ -161,13 +171,14 @@ VersionStage = Annotated[str | None, typer.Option(
 def _locations(*, reads_messages: bool, decode: bool = False, encode: bool = False, force: bool = False,
                part_size: str | None = None, ssm_tier: str | None = None,
                version_stage: str | None = None) -> Settings:
-    """What the location kinds are told (``envelope_cli.locations.Settings``): s3:// and ssm: options too."""
+    """What the location kinds are told (``envelope.batch.locations.Settings``): s3:// and ssm: options too."""
+    from envelope.batch.locations import Settings
+    from envelope.batch.s3_locations import NAME as S3
+    from envelope.batch.s3_locations import S3Options
+    from envelope.batch.stored_locations import NAME as STORED
+    from envelope.batch.stored_locations import StoredOptions
+
     from . import options
-    from .locations import Settings
-    from .s3_locations import NAME as S3
-    from .s3_locations import S3Options
-    from .stored_locations import NAME as STORED
-    from .stored_locations import StoredOptions
 
     return Settings(reads_messages, decode, encode, force, options=(
         (S3, S3Options(options.part_size(part_size))),
@@ -181,19 +192,33 @@ def _inputs(arguments: list[str] | None, options: list[str] | None) -> list[str]
 
 def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursive: bool, follow_symlinks: bool,
              suffix: str | None, metadata_output: str | None, progress: bool | None, workers: int | None,
-             verbose: bool, quiet: bool) -> int:
-    """Keys, then files, then work: every usage error is reported before any output exists."""
+             verbose: bool, quiet: bool, skip_existing: bool = False, dask: str | None = None,
+             dask_dashboard: bool = False) -> int:
+    """Keys, then files, then work: every usage error is reported before any output exists. Every command that
+    runs a job (encrypt, decrypt) comes here with the shared options (``--workers``, ``--dask``,
+    ``--skip-existing``, ...), so each gets every executor."""
     from dataclasses import replace
 
     from envelope import UsageError
+    from envelope.batch.files import is_terminal
+    from envelope.batch.locations import Walk, configure, kind_of
+    from envelope.batch.planning import Naming, in_this_process, plan_tasks
+    from envelope.batch.workers import default_workers
 
-    from .errors import print_warning
-    from .jobs import execute_plan
-    from .locations import Walk, configure, kind_of
-    from .planning import Naming, plan_tasks
+    from . import signals
+    from .errors import classify_task, print_warning, say
+    from .runner import execute_plan
 
     if follow_symlinks and not recursive:
         raise UsageError("--follow-symlinks applies to -r (folder inputs); add -r")
+    if dask is None and dask_dashboard:
+        raise UsageError("--dask-dashboard serves the dashboard of a --dask local:N cluster; add --dask local:N")
+    if dask is not None and workers is not None:
+        raise UsageError("--workers and --dask exclude each other (--dask local:N sets the number of workers)")
+    if dask is not None:
+        from .runner import dask_support
+
+        dask_support().parse_spec(dask)  # no extra, or a malformed --dask: refused before any work
     if metadata_output not in (None, STDIO) and kind_of(metadata_output).name != "file":
         raise UsageError(f"--metadata-output {metadata_output!r}: name a local file, or - for stdout")
     configure(run.locations)  # planning asks the kinds (existence of S3 objects, parameters) with these settings
@@ -208,23 +233,24 @@ def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursiv
     materials = run.materials(warn)  # checks keys and cache limits; no KMS call yet
     plan = plan_tasks(list(inputs or []), output, naming=Naming(run.job.mode, suffix), force=run.force,
                       walk=Walk(recursive, follow_symlinks, skipped), metadata_output=metadata_output,
-                      key_files=run.key_files)
+                      key_files=run.key_files, skip_existing=skip_existing)
     if metadata_output == STDIO and plan.to_stdout:
         raise UsageError("--metadata-output - (stdout) cannot be used while the data also goes to stdout")
     if run.job.binary_input and plan.reads_stdin and is_terminal(sys.stdin.buffer):
         raise UsageError("stdin is a terminal: give an INPUT file or pipe the message in")
-    if not plan.tasks:
+    if dask is not None and any(in_this_process(task.source) or in_this_process(task.destination)
+                                for task in plan.tasks):
+        raise UsageError("--dask runs every input in a worker process: inputs and outputs must be files or "
+                         "objects, not stdin, stdout or another descriptor")
+    if verbose:
+        for task in plan.existing:
+            say(f"skipped {task.destination!r}: the output exists")
+    if not plan.tasks and not plan.existing:
         warn("no input files to process")
-    run = replace(run, make_folders=plan.make_folders, metadata=metadata_output is not None)
-    return execute_plan(plan, run, materials, workers=workers or _default_workers(), progress=progress,
-                        metadata_output=metadata_output, verbose=verbose)
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    run = replace(run, make_folders=plan.make_folders, metadata=metadata_output is not None, classify=classify_task,
+                  worker_setup=signals.worker_setup, skip_existing=skip_existing)
+    return execute_plan(plan, run, materials, workers=workers or default_workers(), progress=progress,
+                        metadata_output=metadata_output, verbose=verbose, dask=dask, dask_dashboard=dask_dashboard)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -291,6 +317,9 @@ def encrypt(
     metadata_output: Metadata = None,
     progress: ShowProgress = None,
     workers: Workers = None,
+    dask: Dask = None,
+    dask_dashboard: DaskDashboard = False,
+    skip_existing: SkipExisting = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
     part_size: PartSize = None,
@@ -319,8 +348,10 @@ def encrypt(
     Outputs appear only once complete; an existing file is replaced only with --force. Encrypted files keep
     the mode of their input. An input that changes while it is read fails (exit 4).
     """
+    from envelope.batch.jobs import EncryptJob, Run
+    from envelope.batch.keys import KeyOptions
+
     from . import options
-    from .jobs import EncryptJob, Run
 
     suite, policy = options.suite(algorithm), options.policy(commitment_policy)
     options.frame_size(frame_size, allow_large=allow_large_frames)
@@ -339,7 +370,8 @@ def encrypt(
                        version_stage=version_stage)
     return _execute(Run(job, keys, cache, force=force, locations=where), inputs, output, recursive=recursive,
                     follow_symlinks=follow_symlinks, suffix=suffix, metadata_output=metadata_output,
-                    progress=progress, workers=workers, verbose=verbose, quiet=quiet)
+                    progress=progress, workers=workers, verbose=verbose, quiet=quiet,
+                    skip_existing=skip_existing, dask=dask, dask_dashboard=dask_dashboard)
 
 
 @app.command(cls=Command, short_help="Decrypt ESDK messages (from envelope, the ESDK or its CLI).",
@@ -389,6 +421,9 @@ def decrypt(
     metadata_output: Metadata = None,
     progress: ShowProgress = None,
     workers: Workers = None,
+    dask: Dask = None,
+    dask_dashboard: DaskDashboard = False,
+    skip_existing: SkipExisting = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
     byte_range: Annotated[str | None, typer.Option(
@@ -411,9 +446,10 @@ def decrypt(
     verifies.
     """
     import envelope
+    from envelope.batch.jobs import DecryptJob, Job, Run
+    from envelope.batch.keys import KeyOptions
 
     from . import options
-    from .jobs import DecryptJob, Job, Run
 
     policy = options.policy(commitment_policy)
     inputs = _inputs(inputs, input_option)
@@ -442,7 +478,8 @@ def decrypt(
                        version_stage=version_stage)
     return _execute(Run(job, keys, cache, force=force, locations=where), inputs, output, recursive=recursive,
                     follow_symlinks=follow_symlinks, suffix=suffix, metadata_output=metadata_output,
-                    progress=progress, workers=workers, verbose=verbose, quiet=quiet)
+                    progress=progress, workers=workers, verbose=verbose, quiet=quiet,
+                    skip_existing=skip_existing, dask=dask, dask_dashboard=dask_dashboard)
 
 
 @app.command(cls=Command, short_help="Give messages new keys without decrypting them (key rotation).",
@@ -490,6 +527,9 @@ def rewrap(
     metadata_output: Metadata = None,
     progress: ShowProgress = None,
     workers: Workers = None,
+    dask: Dask = None,
+    dask_dashboard: DaskDashboard = False,
+    skip_existing: SkipExisting = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
     part_size: PartSize = None,
@@ -508,9 +548,10 @@ def rewrap(
     Outputs appear only once complete; an existing file is replaced only with --force.
     """
     import envelope
+    from envelope.batch.jobs import RewrapJob, Run
+    from envelope.batch.keys import KeyOptions
 
     from . import options
-    from .jobs import RewrapJob, Run
 
     policy = options.policy(commitment_policy)
     inputs = _inputs(inputs, input_option)
@@ -543,7 +584,8 @@ def rewrap(
                        version_stage=version_stage)
     return _execute(Run(job, old_keys, None, force=force, locations=where), inputs, output, recursive=recursive,
                     follow_symlinks=follow_symlinks, suffix=None, metadata_output=metadata_output,
-                    progress=progress, workers=workers, verbose=verbose, quiet=quiet)
+                    progress=progress, workers=workers, verbose=verbose, quiet=quiet,
+                    skip_existing=skip_existing, dask=dask, dask_dashboard=dask_dashboard)
 
 
 @app.command(cls=Command, short_help="Print a message's header as JSON, without any key.",
@@ -564,10 +606,10 @@ def inspect(
     required_context field says so.
     """
     import envelope
-
-    from .headers import header_json, json_text
-    from .locations import configure, open_source
-    from .streams import Base64Reader, InputMeter
+    from envelope.batch.files import is_terminal
+    from envelope.batch.headers import header_json, json_text
+    from envelope.batch.locations import configure, open_source
+    from envelope.batch.streams import Base64Reader, InputMeter
 
     configure(_locations(reads_messages=True, decode=decode, version_stage=version_stage))
     source = open_source(input)

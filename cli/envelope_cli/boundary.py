@@ -37,9 +37,9 @@ class Group(TyperGroup):
             else:
                 code = report(exc)
         finally:
-            from .tempfiles import remove_temporary_files
-
-            remove_temporary_files()
+            tempfiles = sys.modules.get("envelope.batch.tempfiles")  # loaded by any command that writes outputs
+            if tempfiles is not None:
+                tempfiles.remove_temporary_files()
         code = int(code or 0)
         if standalone_mode:
             sys.exit(code)

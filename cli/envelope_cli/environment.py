@@ -75,7 +75,7 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 
 def _keyring(keys: list[str] | None, discovery: bool, region: str | None, grant_tokens: list[str] | None,
              purpose: str) -> Keyring:
-    from .keys import KeyOptions, build_keyring
+    from envelope.batch.keys import KeyOptions, build_keyring
 
     options = KeyOptions(tuple(keys or ()), discovery=discovery, region=region,
                          grant_tokens=tuple(grant_tokens or ()))
@@ -167,7 +167,7 @@ def encrypt_env(
 
 
 def _read_file(path: str) -> bytes:
-    from .errors import FileProblem
+    from envelope.batch.locations import FileProblem
 
     try:
         if path == "-":
@@ -192,8 +192,7 @@ def _read_file(path: str) -> bytes:
 def _read_object(url: str) -> bytes:
     """An ``s3://`` bundle, read whole into memory (never to disk) through the S3 kind of location."""
     from envelope import UsageError
-
-    from .locations import Settings, configure, open_source
+    from envelope.batch.locations import Settings, configure, open_source
 
     configure(Settings(reads_messages=True))
     source = open_source(url)

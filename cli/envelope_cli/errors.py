@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 
-__all__ = ["CLI_WORDS", "DEBUG_ENV", "STOPPING", "ExitCode", "FileProblem", "Terminated", "classify", "escape",
+__all__ = ["CLI_WORDS", "DEBUG_ENV", "STOPPING", "ExitCode", "Terminated", "classify", "classify_task", "escape",
            "print_error", "print_warning", "say"]
 
 DEBUG_ENV = "ENVELOPE_DEBUG"
@@ -65,16 +65,6 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # 128 + SIGINT
     BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer killed by SIGPIPE
     TERMINATED = 143  # 128 + SIGTERM
-
-
-class FileProblem(OSError):
-    """An OSError that says what the CLI was doing: ``cannot read input 'x': No such file or directory``.
-
-    The location "-" is shown as stdin (reading) or stdout (writing)."""
-
-    def __init__(self, action: str, exc: OSError, filename: str | None = None) -> None:
-        super().__init__(exc.errno, exc.strerror or str(exc), filename if filename is not None else exc.filename)
-        self.action = action
 
 
 #: Library wording -> the CLI's own (the library names its keyword arguments; a CLI user sees options).
@@ -174,6 +164,16 @@ def classify(exc: BaseException, *, head: bytes | None = None, decoding: bool = 
             code = ExitCode.INTERNAL
             message = f"unexpected {type(exc).__name__}; run with {DEBUG_ENV}=1 for a traceback"
     return code, escape(message)
+
+
+def classify_task(exc: BaseException, head: bytes | None, decoding: bool) -> tuple[int, str]:
+    """:func:`classify` for a task's failure (``envelope.batch.jobs.Run.classify``: it runs in the process that
+    ran the task, a worker process or a Dask worker), with the traceback on stderr when ENVELOPE_DEBUG is set."""
+    if debug():
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    return classify(exc, head=head, decoding=decoding)
 
 
 def escape(message: str) -> str:

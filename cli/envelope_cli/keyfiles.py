@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .errors import FileProblem
-from .files import STDIO, local_output
+from envelope.batch.files import STDIO, local_output
+from envelope.batch.locations import FileProblem
 
 __all__ = ["KeyFileOutput"]
 

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from envelope import AlgorithmSuite, CommitmentPolicy
-
-    from .jobs import CacheSettings
+    from envelope.batch.jobs import CacheSettings
 
 __all__ = ["DEFAULT_CACHE_CAPACITY", "cache_settings", "check_inputs_are_not_pairs", "decrypt_pairs", "frame_size",
            "in_range", "pairs", "part_size", "policy", "seconds", "ssm_tier", "suite", "version_stage"]
@@ -121,8 +120,7 @@ def cache_settings(max_age: str | None, max_messages: int | None, max_bytes: int
     """``--cache-*`` -> the cache settings, with the library's defaults for limits not given; None (no cache)
     unless ``--cache-max-age`` is given."""
     import envelope
-
-    from .jobs import CacheSettings
+    from envelope.batch.jobs import CacheSettings
 
     age = seconds(max_age)
     if age is None:

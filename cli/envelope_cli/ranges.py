@@ -1,6 +1,6 @@
 """``envelope decrypt --range START-END``: a byte range of the plaintext, every byte of it authenticated.
 
-A :class:`RangeJob` is a job like :class:`~envelope_cli.jobs.DecryptJob` (the runner has no branch for it): its
+A :class:`RangeJob` is a job like :class:`~envelope.batch.jobs.DecryptJob` (the runner has no branch for it): its
 ``transform`` calls :func:`envelope.decrypt_range`, which reads the header and only the frames that hold the
 range (seeks on a file, ranged GETs on an ``s3://`` object), verifies the header and every frame it uses, and
 writes nothing of a frame before its tag verified. The output is a sink like any other: a file or an S3 object
@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
     from envelope import CommitmentPolicy
-
-    from .jobs import Done, Materials
-    from .streams import Readable, Writable
+    from envelope.batch.jobs import Done, Materials
+    from envelope.batch.streams import Readable, Writable
 
 __all__ = ["RangeJob", "parse_range"]
 
@@ -45,7 +44,7 @@ def parse_range(text: str) -> tuple[int, int | None]:
 @dataclass(frozen=True)
 class RangeJob:
     """``envelope decrypt --range``: the keyword arguments of :func:`envelope.decrypt_range`; ``-c`` as for
-    :class:`~envelope_cli.jobs.DecryptJob` (``KEY=VALUE`` reproduced, ``KEY`` required with any value)."""
+    :class:`~envelope.batch.jobs.DecryptJob` (``KEY=VALUE`` reproduced, ``KEY`` required with any value)."""
 
     start: int
     end: int | None
@@ -71,8 +70,7 @@ class RangeJob:
     def transform(self, source: Readable, destination: Writable, materials: Materials, *,
                   length: int | None, threads: int | None) -> Done:
         import envelope
-
-        from .jobs import Done
+        from envelope.batch.jobs import Done
 
         result = envelope.decrypt_range(
             source, destination, self.start, self.end, materials_manager=materials.manager,  # type: ignore[arg-type]

@@ -27,9 +27,8 @@ import threading
 from typing import Any
 
 from .errors import PREFIX, STOPPING, Terminated
-from .tempfiles import abandon_temporary_files
 
-__all__ = ["install"]
+__all__ = ["before_exit", "install", "worker_setup"]
 
 _NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
 
@@ -40,6 +39,30 @@ def _signals() -> set[signal.Signals]:
 
 #: Seconds the main process waits for its worker processes to abort their uploads and remove their files.
 CHILDREN_WAIT = 90.0
+#: Seconds each :func:`before_exit` step may take.
+STEP_WAIT = 30.0
+_BEFORE_EXIT: list[Any] = []
+
+
+def before_exit(step: Any) -> Any:
+    """Run ``step()`` when a signal ends the process, before the worker processes are stopped (a local Dask
+    cluster closes itself there: its nannies would otherwise start new workers as the old ones end). Returns a
+    function that takes the step back."""
+    _BEFORE_EXIT.append(step)
+    return lambda: _BEFORE_EXIT.remove(step) if step in _BEFORE_EXIT else None
+
+
+def _run_steps() -> None:
+    def quietly(step: Any) -> None:
+        try:
+            step()
+        except BaseException:  # noqa: BLE001, S110 - the process is ending either way; it prints one line
+            pass
+
+    for step in list(_BEFORE_EXIT):
+        thread = threading.Thread(target=quietly, args=(step,), name="envelope-before-exit", daemon=True)
+        thread.start()
+        thread.join(STEP_WAIT)
 
 
 def _abort_uploads() -> int:
@@ -57,6 +80,8 @@ def _abort_uploads() -> int:
 def _watch(signals: set[signal.Signals], main: bool) -> None:
     signum = signal.sigwait(signals)
     STOPPING.set()  # other threads print no error line from now on (errors.print_error)
+    if main:
+        _run_steps()
     children: list[Any] = []
     if main and "multiprocessing" in sys.modules:
         import multiprocessing
@@ -71,7 +96,7 @@ def _watch(signals: set[signal.Signals], main: bool) -> None:
         deadline = time.monotonic() + CHILDREN_WAIT
         for child in children:
             child.join(max(0.0, deadline - time.monotonic()))
-    abandon_temporary_files()  # keeps the registry locked until the process is gone
+    _abandon_temporary_files()  # keeps the registry locked until the process is gone
     if main:
         word = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
         try:
@@ -81,6 +106,13 @@ def _watch(signals: set[signal.Signals], main: bool) -> None:
         except (OSError, ValueError):
             pass
     os._exit(128 + signum)
+
+
+def _abandon_temporary_files() -> None:
+    """Remove this process's temporary outputs (if it ever made one) and keep their registry locked."""
+    tempfiles = sys.modules.get("envelope.batch.tempfiles")
+    if tempfiles is not None:
+        tempfiles.abandon_temporary_files()
 
 
 def _raise(signum: int, frame: object) -> None:
@@ -110,6 +142,12 @@ def _children_start_unblocked(signals: set[signal.Signals]) -> None:
             super().__init__(*args, **kwargs)
 
     subprocess.Popen = Popen  # type: ignore[misc]
+
+
+def worker_setup() -> None:
+    """``Run.worker_setup`` of the CLI's runs: in each worker process, a signal removes that worker's temporary
+    files and aborts its uploads; the main process reports."""
+    install(main=False)
 
 
 def install(*, main: bool = True) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from envelope_cli.app import app
-from envelope_cli.streams import Base64Reader, Base64Writer
 from typer.testing import CliRunner
 
 import envelope
+from envelope.batch.streams import Base64Reader, Base64Writer
 
 runner = CliRunner()
 

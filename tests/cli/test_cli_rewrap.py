@@ -238,7 +238,7 @@ def test_kms_to_kms_uses_decrypt_then_encrypt(aws_env: AwsEnv, kms_proxy: FaultP
 def test_the_body_of_a_file_is_copied_without_being_read(work: Path) -> None:
     """Through the CLI's own input meter and output writer: the body is copied in the kernel (the meter saw the
     header's read and then one jump over the body, yet counted every byte), and the size rule still holds."""
-    from envelope_cli.streams import InputMeter, OutputWriter
+    from envelope.batch.streams import InputMeter, OutputWriter
 
     message = encrypt(work)
     size = message.stat().st_size

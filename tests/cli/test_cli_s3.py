@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import envelope_cli.s3_locations
 import pytest
 from aws_fixtures import (
     SMALL_PART_SIZE,
@@ -43,6 +42,7 @@ from helpers import esdk_aes_key, esdk_encrypt
 from runner_support import ok, one_error_line, run
 
 import envelope
+import envelope.batch.s3_locations
 from testkit.messages import flip_bit
 
 pytestmark = pytest.mark.usefixtures("fast_cli")
@@ -184,7 +184,7 @@ def test_recursive_paginated_prefix_into_a_folder_and_another_prefix(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A prefix listed in 6 ListObjectsV2 pages, with 2 workers. The page size is lowered from S3's 1,000 to 7
     (moto takes ~10 ms per request: 1,001 objects would cost half a minute); the pages are real ones."""
-    monkeypatch.setattr(envelope_cli.s3_locations, "LIST_PAGE_SIZE", 7)
+    monkeypatch.setattr(envelope.batch.s3_locations, "LIST_PAGE_SIZE", 7)
     tree = _tree(40)
     setup = s3_env.s3()
     for rel, data in tree.items():

@@ -4,7 +4,7 @@ existed), the temporary file is removed, the exit code says what happened, and s
 reader that went away (``envelope decrypt ... | head``), nothing at all.
 
 How the faults are made, without root: a file object that fails with ENOSPC or EIO after N bytes (the library
-directly, and the CLI's temporary file through ``envelope_cli.tempfiles.open``); failing ``fsync`` / ``rename``;
+directly, and the CLI's temporary file through ``envelope.batch.tempfiles.open``); failing ``fsync`` / ``rename``;
 ``RLIMIT_FSIZE`` in a real process (writes past it fail with EFBIG); ``/dev/full`` as standard output; pipes.
 SIGKILL, SIGTERM and SIGINT in the middle of a large decrypt are in test_cli_process.py; SIGHUP and an
 interrupted encrypt are here.
@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import envelope_cli.tempfiles
 import pytest
 from envelope_cli.app import app
 from helpers import partial_output_bytes
 from typer.testing import CliRunner
 
 import envelope
+import envelope.batch.tempfiles
 
 CLI = [sys.executable, "-m", "envelope_cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +133,8 @@ def test_library_encrypt_passes_write_errors_through(plaintext: bytes, threads: 
 
 
 def _failing_temp_files(monkeypatch: pytest.MonkeyPatch, limit: int, err: int) -> None:
-    """Make the temporary output files (opened from a descriptor in envelope_cli/tempfiles.py) fail after ``limit``."""
+    """Make the temporary output files (opened from a descriptor in envelope/batch/tempfiles.py) fail after
+    ``limit``."""
     real_open = builtins.open
 
     def fake_open(file: Any, mode: str = "r", buffering: int = -1, *args: Any, **kwargs: Any) -> Any:
@@ -142,7 +143,7 @@ def _failing_temp_files(monkeypatch: pytest.MonkeyPatch, limit: int, err: int) -
             return io.BufferedWriter(raw, buffering if buffering > 0 else io.DEFAULT_BUFFER_SIZE)
         return real_open(file, mode, buffering, *args, **kwargs)
 
-    monkeypatch.setattr(envelope_cli.tempfiles, "open", fake_open, raising=False)
+    monkeypatch.setattr(envelope.batch.tempfiles, "open", fake_open, raising=False)
 
 
 @pytest.mark.parametrize("err, words", [(errno.ENOSPC, "No space left on device"), (errno.EIO, "Input/output error")])
@@ -176,7 +177,7 @@ def test_cli_close_failing_leaves_no_output(work: Path, plaintext: bytes, monkey
             return io.BufferedWriter(LateFailure(io.FileIO(file, "wb"), 1 << 40, errno.EIO), 1 << 16)
         return real_open(file, mode, buffering, *args, **kwargs)
 
-    monkeypatch.setattr(envelope_cli.tempfiles, "open", fake_open, raising=False)
+    monkeypatch.setattr(envelope.batch.tempfiles, "open", fake_open, raising=False)
     for destination, extra in (("new.out", []), ("existing.out", ["--force"])):
         (work / "existing.out").write_bytes(OLD)
         before = _listing(work)
@@ -206,8 +207,8 @@ def test_cli_outputs_without_unnamed_temporary_files(work: Path, plaintext: byte
     """Where an unnamed (O_TMPFILE) output cannot be linked into place, the CLI copies it to a named temporary
     file and carries on; where there are none, it writes a named temporary file from the start. Either way the
     output is complete, 0600, refuses to replace a file without --force, and leaves nothing else behind."""
-    monkeypatch.setitem(envelope_cli.tempfiles._UNNAMED, "usable", where != "no unnamed files")
-    monkeypatch.setattr(envelope_cli.tempfiles, "_PROC_FD", str(work / "no-such-proc"))
+    monkeypatch.setitem(envelope.batch.tempfiles._UNNAMED, "usable", where != "no unnamed files")
+    monkeypatch.setattr(envelope.batch.tempfiles, "_PROC_FD", str(work / "no-such-proc"))
     (work / "existing.out").write_bytes(OLD)
     for destination, extra in (("new.out", []), ("existing.out", []), ("existing.out", ["--force"])):
         before = _listing(work)
@@ -220,7 +221,7 @@ def test_cli_outputs_without_unnamed_temporary_files(work: Path, plaintext: byte
         assert (work / destination).read_bytes() == plaintext  # the first one: copied from the unnamed file
         assert stat.S_IMODE((work / destination).stat().st_mode) == 0o600
     assert sorted(_listing(work)) == ["existing.out", "k.key", "m.enc", "new.out"]
-    assert envelope_cli.tempfiles._UNNAMED["usable"] is False  # the first refused link: named files from now on
+    assert envelope.batch.tempfiles._UNNAMED["usable"] is False  # the first refused link: named files from now on
 
 
 def _limit_file_size(size: int) -> Any:

@@ -8,9 +8,9 @@ Output rules (issues 3 and 12), one sink class per kind of destination:
   plaintext; for signed suites the final frame waits for the signature).
 - :class:`SpecialFileSink`: a destination that exists and is not a regular file (``/dev/null``, a FIFO, a
   terminal) is written directly, never replaced or unlinked.
-- :class:`~envelope_cli.tempfiles.TemporaryFileSink`: a regular file, new or replaced with ``--force``, is
+- :class:`~envelope.batch.tempfiles.TemporaryFileSink`: a regular file, new or replaced with ``--force``, is
   written to an unnamed (or else a hidden named) temporary file beside it and put in place only after the
-  library returned (``envelope_cli.tempfiles``). An output that is a symlink to a regular file is, with
+  library returned (``envelope.batch.tempfiles``). An output that is a symlink to a regular file is, with
   ``--force``, replaced where the link points (the temporary file is made in the target's folder), and the link
   stays a link; without ``--force`` it is an existing output. A dangling symlink is not written through.
 - Nothing in ``/dev`` or ``/proc`` is ever created or replaced.
@@ -28,8 +28,7 @@ import sys
 from collections.abc import Hashable, Sequence
 from typing import BinaryIO
 
-from .errors import FileProblem
-from .locations import Entry, Kind, Planned, Sink, SinkRules, Source, Walk, register
+from .locations import Entry, FileProblem, Kind, Planned, Sink, SinkRules, Source, Walk, register
 from .tempfiles import BUFFER, TemporaryFileSink, already_exists, close_quietly
 
 __all__ = [
@@ -476,6 +475,11 @@ class LocalFiles(Kind):
             except OSError as exc:
                 raise FileProblem("cannot write", exc, location) from None
         return Planned(("path", *out.where), None if out.info is None else _file_id(out.info), bool(out.regular))
+
+    def mark_of(self, location: str) -> str | None:
+        from .tempfiles import read_mark
+
+        return read_mark(location)
 
     def holds(self, location: str) -> Hashable | None:
         try:

@@ -11,7 +11,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, cast
 
-from .errors import FileProblem
+from .locations import FileProblem
 
 __all__ = ["Base64Reader", "Base64Writer", "InputMeter", "OutputWriter", "Readable", "Writable"]
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import FileProblem
-from .locations import Entry, Walk
+from .locations import Entry, FileProblem, Walk
 from .tempfiles import TEMP_SUFFIX
 
 __all__ = ["walk_folder"]

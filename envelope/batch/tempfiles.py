@@ -21,10 +21,9 @@ import sys
 import threading
 from typing import IO, Any, BinaryIO
 
-from .errors import FileProblem
-from .locations import SinkRules
+from .locations import FileProblem, OutputExists, SinkRules
 
-__all__ = ["BUFFER", "CREATED", "TEMP_SUFFIX", "NamedFile", "TemporaryFileSink", "UnnamedFile",
+__all__ = ["BUFFER", "CREATED", "TEMP_SUFFIX", "NamedFile", "TemporaryFileSink", "UnnamedFile", "new_run",
            "abandon_temporary_files", "already_exists", "close_quietly", "remove_empty_folders",
            "remove_temporary_files"]
 
@@ -41,9 +40,7 @@ def close_quietly(stream: IO[Any] | None) -> None:
 
 
 def already_exists(path: str) -> Exception:
-    from envelope import UsageError
-
-    return UsageError(f"output {path!r} already exists (add --force to replace it)")
+    return OutputExists(f"output {path!r} already exists (add --force to replace it)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -112,6 +109,13 @@ def _make_folders(folder: str) -> None:
     _MADE.add(os.path.abspath(folder))
 
 
+def new_run() -> None:
+    """Forget the folders made for an earlier run (a long-lived Dask worker serves many runs, and a folder made
+    for one may be gone by the next)."""
+    _MADE.clear()
+    CREATED.clear()
+
+
 def remove_empty_folders(folders: list[str]) -> None:
     """Remove the folders in ``folders`` (created by this run) that are still empty, the deepest first."""
     for path in sorted(set(folders), key=len, reverse=True):
@@ -135,6 +139,29 @@ _NO_LINK = frozenset({errno.ENOENT, errno.EPERM, errno.EACCES, errno.ENOSYS, err
                       errno.EXDEV, errno.EINVAL, errno.ENOTDIR})
 #: hard-link errors after which a new file is renamed into place instead (after checking the name is free)
 _NO_HARD_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
+
+
+#: The extended attribute that holds a run's mark on a local output (``SinkRules.mark``: Dask retries).
+MARK_ATTRIBUTE = "user.envelope.run"
+
+
+def set_mark(fd: int, mark: str | None) -> None:
+    """Give the open file ``fd`` the run mark; quietly nothing where the file system has no user attributes."""
+    if mark is not None and hasattr(os, "setxattr"):
+        try:
+            os.setxattr(fd, MARK_ATTRIBUTE, mark.encode("ascii"))
+        except OSError:
+            pass
+
+
+def read_mark(path: str | int) -> str | None:
+    """The run mark of the file at ``path`` (following links; or of the open descriptor), or None."""
+    if not hasattr(os, "getxattr"):
+        return None
+    try:
+        return os.getxattr(path, MARK_ATTRIBUTE).decode("ascii", "replace")
+    except OSError:
+        return None
 
 
 def _temp_path(path: str) -> str:
@@ -286,6 +313,7 @@ class UnnamedFile:
                     raise OSError(errno.EIO, "the temporary file ended early while copying it")
                 offset += sent
             os.fchmod(out, os.fstat(fd).st_mode & 0o7777)
+            set_mark(out, read_mark(fd))  # the run mark, if any, goes with the copy
             if self.replacing:
                 os.fsync(out)
         finally:
@@ -335,6 +363,7 @@ class TemporaryFileSink:
             stream.flush()
             fd = stream.fileno()
             os.fchmod(fd, self.rules.mode if self.rules.mode is not None else _NEW_FILE_MODE)
+            set_mark(fd, self.rules.mark)  # before the file has its name: the name and the mark appear together
             if self.replacing:
                 os.fsync(fd)  # a crash just after the rename must not leave an empty file where the old one was
             file.place(stream, force=self.rules.force)

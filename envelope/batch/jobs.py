@@ -1,46 +1,49 @@
 """What a run does to each input, and running it: typed job descriptions, materials, the task runner.
 
-A command line becomes one frozen :class:`Run`: an :class:`EncryptJob`, :class:`DecryptJob` or :class:`RewrapJob`
-whose fields are the keyword arguments of :func:`envelope.encrypt_stream` / :func:`envelope.decrypt_stream` /
-:func:`envelope.rewrap_stream`, the keys and cache that make the materials manager, and the output rules.
-:func:`process_task` runs one :class:`~envelope_cli.planning.Task` with it: it opens the source and the sink through
-``envelope_cli.locations`` (so every kind of location works the same), lets the job call the library, and commits
-the sink only after the library returned. The input goes through an :class:`~envelope_cli.streams.InputMeter` that
-holds it to the size the source had when it was opened (an input that changes while being read fails, exit 4) and
-the output through an :class:`~envelope_cli.streams.OutputWriter`, so I/O errors name the file. The runner has no
-branch on the direction: what differs between encrypt, decrypt and rewrap is a method or attribute of the job.
+A command line (or a call of :func:`envelope.batch.encrypt_many`) becomes one frozen :class:`Run`: an
+:class:`EncryptJob`, :class:`DecryptJob` or :class:`RewrapJob` whose fields are the keyword arguments of
+:func:`envelope.encrypt_stream` / :func:`envelope.decrypt_stream` / :func:`envelope.rewrap_stream`, the key
+specs and cache settings that make the materials manager, and the output rules. :func:`process_task` runs one
+:class:`~envelope.batch.planning.Task` with it: it opens the source and the sink through
+:mod:`envelope.batch.locations` (so every kind of location works the same), lets the job call the library, and
+commits the sink only after the library returned. The input goes through an
+:class:`~envelope.batch.streams.InputMeter` that holds it to the size the source had when it was opened (an
+input that changes while being read fails, exit 4) and the output through an
+:class:`~envelope.batch.streams.OutputWriter`, so I/O errors name the file. The runner has no branch on the
+direction: what differs between encrypt, decrypt and rewrap is a method or attribute of the job. A failure
+becomes an :class:`Outcome` with a code and one line, from ``Run.classify`` (the CLI passes its own, which gives
+its exit codes and wording; the library's default is :func:`describe_error`).
+
+:func:`run_tasks` is the one place that chooses where tasks run: in this process (one worker), in worker
+processes of this machine (``envelope.batch.workers``), or on a Dask cluster (``envelope.batch.cluster``) when
+a ``distributed.Client`` is given. Every executor has the shape ``(tasks, run, workers) -> outcomes in plan
+order`` and calls :func:`process_task` where the task runs, with materials built there from ``run``: the same
+code path runs each task, whichever runs it.
 
 Each process encrypts or decrypts through one :class:`Materials`: always a materials manager, the
 :class:`~envelope.DefaultMaterialsManager` over the keyring, or with ``--cache-max-age`` a
 :class:`~envelope.CachingMaterialsManager`. The cache is **one per process**: an inline run has one cache for
-all its files, and each worker process builds its own (``envelope_cli.workers``, after the fork, so no entry is
-ever inherited). A data key is therefore only ever used by the process that made it, and every limit
-(``max_age``, ``max_messages``, ``max_bytes``) holds per data key exactly as in the library; a run with N
-workers may make up to N times as many data keys (README "Data-key cache"). Each outcome carries what its task
-added to its process's cache stats, so the main process sums them (``CacheStats.__add__``) for the
-``--metadata-output`` summary line.
+all its files, and each worker process builds its own (``envelope.batch.workers``, after the fork, so no entry
+is ever inherited; a Dask worker process builds one per run on its first task). A data key is therefore only
+ever used by the process that made it, and every limit (``max_age``, ``max_messages``, ``max_bytes``) holds per
+data key exactly as in the library; a run with N workers may make up to N times as many data keys (README
+"Data-key cache"). Each outcome carries what its task added to its process's cache stats, so the main process
+sums them (``CacheStats.__add__``) for the ``--metadata-output`` summary line.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
 from . import tempfiles
-from .errors import ExitCode, FileProblem, classify, debug, print_error, say
-from .files import STDIO
 from .headers import header_summary
 from .keys import KeyOptions, build_keyring, key_files
 from .locations import Settings, SinkRules, configure, create_sink, kind_of, open_source
-from .planning import Plan, Task
-from .progress import Progress
+from .planning import Task
 from .streams import Base64Reader, Base64Writer, InputMeter, OutputWriter, Readable, Writable
-from .tempfiles import close_quietly
 
 if TYPE_CHECKING:
     from envelope import (
@@ -53,8 +56,24 @@ if TYPE_CHECKING:
         MaterialsManager,
     )
 
-__all__ = ["CacheSettings", "DecryptJob", "EncryptJob", "Job", "Materials", "Outcome", "RewrapJob", "Run",
-           "execute_plan", "process_task"]
+__all__ = ["CacheSettings", "Classifier", "DecryptJob", "Done", "EncryptJob", "Job", "Materials", "Outcome",
+           "RewrapJob", "Run", "Tally", "describe_error", "failure", "process_task", "run_tasks"]
+
+#: Turns a task's exception into (code, one-line message); gets the exception, the input's first bytes (when
+#: it came from reading one) and whether the input was base64. Must be picklable (a module-level function).
+Classifier = Callable[[BaseException, "bytes | None", bool], "tuple[int, str]"]
+OK = 0
+
+
+def describe_error(exc: BaseException, head: bytes | None, decoding: bool) -> tuple[int, str]:
+    """The library's classifier: code 1 for every failure, and the exception's own message (an OSError's
+    names what was being done and where: ``cannot read input 'x': No such file or directory``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        action = getattr(exc, "action", None)
+        where = f" {exc.filename!r}" if exc.filename is not None else ""
+        return 1, f"{action}{where}: {exc.strerror}" if action else f"{exc.strerror}{where}"
+    return 1, str(exc) or type(exc).__name__
+
 
 def _usage(message: str) -> Exception:
     from envelope import UsageError
@@ -263,7 +282,8 @@ class Materials(NamedTuple):
 
 @dataclass(frozen=True)
 class Run:
-    """Everything a task needs besides its files. Picklable: worker processes receive it."""
+    """Everything a task needs besides its files. Picklable: worker processes and Dask workers receive it, so
+    it holds key *specs* (``keys``), never keys or data keys: each process builds its keyring from them."""
 
     job: Job
     keys: KeyOptions
@@ -272,6 +292,14 @@ class Run:
     make_folders: bool = False  # several inputs or -r: output folders are created
     metadata: bool = False  # build the --metadata-output record
     locations: Settings = field(default_factory=Settings)  # what the location kinds are told (before each task)
+    classify: Classifier = describe_error  # a failure -> (code, one line), in the process that ran the task
+    #: called once in each worker process of this machine before its first task (the CLI: its signal handling)
+    worker_setup: Callable[[], None] | None = None
+    skip_existing: bool = False  # an output that exists (made meanwhile) is left alone: the task is skipped
+    #: A random id of the run, set by executors that may run a task again (Dask, after a worker was lost):
+    #: every output carries it (``SinkRules.mark``), so that a retry whose earlier attempt completed finds its
+    #: own output and counts the task as done, instead of failing with "exists already" or writing it twice.
+    mark: str | None = None
 
     def materials(self, warn: Callable[[str], None] | None = None) -> Materials:
         """The keyring from ``keys``, behind a new cache when ``cache`` says so. Raises UsageError for bad keys,
@@ -297,6 +325,8 @@ class Run:
 
 @dataclass
 class Outcome:
+    """What became of one task: ``code`` 0 and ``error`` None when it succeeded."""
+
     task: Task
     code: int
     error: str | None = None
@@ -304,6 +334,13 @@ class Outcome:
     cache_counts: dict[str, int] | None = None  # what this task added to its process's cache stats
     bytes_out: int | None = None  # bytes written to the output, when it succeeded
     created: list[str] = field(default_factory=list)  # folders this task created
+    skipped: str | None = None  # why nothing was done although nothing failed (the output exists already)
+    worker: str | None = None  # the Dask worker that ran it (None: this machine's processes)
+
+    @property
+    def earlier(self) -> bool:
+        """The output was written by an earlier attempt of this task (a Dask retry), not by this one."""
+        return bool(self.record.get(EARLIER))
 
 
 def _difference(after: dict[str, int] | None, before: dict[str, int] | None) -> dict[str, int] | None:
@@ -334,6 +371,35 @@ def _threads(task: Task, size: int | None) -> int | None:
     return min(wanted) if wanted else envelope.stream_threads(size)
 
 
+def failure(task: Task, run: Run, exc: BaseException, head: bytes | None = None,
+            seconds: float | None = None) -> Outcome:
+    """The failed outcome of ``task``: ``run.classify`` gives its code and one line, also in its record."""
+    code, message = run.classify(exc, head, run.job.decodes)
+    record: dict[str, Any] = {"mode": run.job.mode, "input": task.source, "output": task.destination,
+                              "error": message, "exit_code": code}
+    if seconds is not None:
+        record["seconds"] = round(seconds, 6)
+    return Outcome(task, code, message, record)
+
+
+#: The record's flag for an output that an earlier attempt of the same task wrote (see ``Run.mark``).
+EARLIER = "written_by_earlier_attempt"
+EXISTS = "the output exists"
+
+
+def _marked(task: Task, run: Run) -> bool:
+    """The task's output carries this run's mark: an earlier attempt of the task committed it."""
+    return run.mark is not None and kind_of(task.destination).mark_of(task.destination) == run.mark
+
+
+def _earlier(task: Task, run: Run) -> bool | None:
+    """:func:`_marked`, or None when that cannot be told (the output cannot be looked at)."""
+    try:
+        return _marked(task, run)
+    except Exception:  # noqa: BLE001 - the caller reports the "exists" error itself
+        return None
+
+
 def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
                on_read: Callable[[int], None] | None) -> Outcome:
 
@@ -342,12 +408,14 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
     record: dict[str, Any] = {"mode": job.mode, "input": task.source, "output": task.destination}
     meter: InputMeter | None = None
     try:
+        if run.force and _marked(task, run):  # with --force no conditional write would tell: look first
+            return Outcome(task, OK, None, {**record, EARLIER: True})
         source = open_source(task.source)
         try:
             meter = InputMeter(source.open(), on_read, location=task.source, size=source.size)
             sink = create_sink(task.destination, SinkRules(
                 force=run.force, mode=job.output_mode(source.mode), make_folders=run.make_folders,
-                refuse_terminal=job.refuse_terminal, expected_size=source.size))
+                refuse_terminal=job.refuse_terminal, expected_size=source.size, mark=run.mark))
             try:
                 out = OutputWriter(sink.open(), task.destination)
                 done = job.transform(meter, out, materials, length=source.size,
@@ -359,135 +427,69 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
         finally:
             source.close()
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
-        code, message = classify(exc, head=meter.head if meter is not None else None, decoding=job.decodes)
-        if debug():
-            import traceback
-
-            traceback.print_exc(file=sys.stderr)
-        record.update(error=message, exit_code=code, seconds=round(time.perf_counter() - started, 6))
-        return Outcome(task, code, message, record)
+        if kind_of(task.destination).exists_error(task.destination, exc):
+            earlier = _earlier(task, run)
+            if earlier:
+                return Outcome(task, OK, None, {**record, EARLIER: True})
+            if earlier is False and run.skip_existing:
+                return Outcome(task, OK, None, record, skipped=EXISTS)
+        return failure(task, run, exc, meter.head if meter is not None else None, time.perf_counter() - started)
     if run.metadata:
         record["header"] = header_summary(done.header)
         record["bytes_in"] = meter.count
         record["bytes_out"] = done.bytes_out
         record["seconds"] = round(time.perf_counter() - started, 6)
-    return Outcome(task, ExitCode.OK, None, record, bytes_out=done.bytes_out)
+    return Outcome(task, OK, None, record, bytes_out=done.bytes_out)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the whole run
+class Tally:
+    """What the outcomes of a run add up to, as they arrive (in plan order): the first failure's code, the
+    counts, the folders the run created, and the cache stats of every process's cache, summed."""
+
+    def __init__(self) -> None:
+        self.code = OK
+        self.failed = self.succeeded = self.skipped = 0
+        self.created: list[str] = []
+        self.cache: CacheStats | None = None
+        self.workers: set[str] = set()  # the Dask workers that ran tasks
+
+    def add(self, outcome: Outcome) -> None:
+        self.created += outcome.created
+        if outcome.error is not None:
+            self.code = self.code or outcome.code
+            self.failed += 1
+        elif outcome.skipped is not None:
+            self.skipped += 1
+        else:
+            self.succeeded += 1
+        if outcome.worker is not None:
+            self.workers.add(outcome.worker)
+        if outcome.cache_counts is not None:
+            from envelope import CacheStats
+
+            counts = CacheStats(**outcome.cache_counts)
+            self.cache = counts if self.cache is None else self.cache + counts
+
+    def finish(self) -> None:
+        """Remove the folders the run created and left empty (their only outputs failed)."""
+        tempfiles.remove_empty_folders(self.created)
 
 
-class MetadataLog:
-    """``--metadata-output``: one JSON line per processed input, appended as each finishes.
+def run_tasks(tasks: list[Task], run: Run, materials: Materials, *, workers: int, client: Any = None,
+              on_read: Callable[[int], None] | None = None) -> tuple[Iterator[Outcome], bool]:
+    """Start running ``tasks`` and return (their outcomes in plan order, whether they run in this process).
 
-    A log that did not exist is created with its first line, and removed again if no input succeeded: a failed
-    run leaves no file it did not have before. An existing log is only appended to."""
+    The one place an executor is chosen: ``client`` (a ``distributed.Client``) runs them on its Dask cluster
+    (``envelope.batch.cluster``); else ``workers`` > 1 in worker processes of this machine; else here, one after
+    the other, with ``materials`` (and ``on_read`` told of every batch read). Worker processes and Dask workers
+    build their own materials from ``run``. Executors start now (forking before the caller starts any thread,
+    a progress bar)."""
+    if client is not None:
+        from .cluster import on_cluster
 
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.stream: Any = sys.stdout if path == STDIO else None
-        self.created = False
-        if path is None or path == STDIO:
-            return
-        from .files import in_system_folder
-
-        if os.path.lexists(path):
-            self.stream = self._open("a")
-        elif in_system_folder(path):
-            raise _usage(f"--metadata-output {path!r}: envelope never creates files in /dev or /proc")
-        elif not os.path.isdir(os.path.dirname(path) or "."):
-            folder = os.path.dirname(path)
-            raise FileProblem("cannot write metadata to", OSError(errno.ENOENT, f"the folder {folder!r} does not "
-                                                                                "exist"), path)
-
-    def _open(self, mode: str) -> Any:
-        assert self.path is not None
-        try:
-            return open(self.path, mode, encoding="utf-8")
-        except OSError as exc:
-            raise FileProblem("cannot write metadata to", exc, self.path) from None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.path is None:
-            return
-        if self.stream is None:
-            self.stream = self._open("x")  # it did not exist when the run started; nor may it now
-            self.created = True
-        from .headers import json_text
-
-        try:
-            self.stream.write(json_text(record) + "\n")
-            self.stream.flush()
-        except OSError as exc:
-            raise FileProblem("cannot write metadata to", exc, self.path) from None
-
-    def close(self, *, succeeded: bool) -> None:
-        if self.stream is None or self.path == STDIO:
-            return
-        close_quietly(self.stream)
-        if self.created and not succeeded and self.path is not None:
-            try:
-                os.unlink(self.path)  # ours: created by this run, which produced nothing
-            except OSError:
-                pass
-
-
-def execute_plan(plan: Plan, run: Run, materials: Materials, *, workers: int, progress: bool | None,
-                 metadata_output: str | None, verbose: bool = False) -> int:
-    """Run every task; print one error line per failed input (and with ``verbose`` one line per output
-    written). Returns the exit code of the first failure. Folders the run created and left empty (their only
-    outputs failed) are removed at the end.
-
-    ``materials`` serve tasks run in this process; worker processes build their own from ``run``. With a
-    cache, ``--metadata-output`` gets one more line after the inputs: the cache settings and the stats of
-    every process's cache, summed.
-
-    Executors: inline (one worker), or ``envelope_cli.workers.in_processes``. Another executor (a Dask cluster)
-    is a function of the same shape, ``(tasks, run, workers) -> outcomes in plan order``, whose workers call
-    :func:`process_task` with ``run.materials()`` built where they run; it is started before the progress bar.
-    """
-    metadata = MetadataLog(metadata_output)
-    sizes = [task.size for task in plan.tasks]
-    total = None if None in sizes else sum(s for s in sizes if s is not None)
-    workers = max(1, min(workers, len(plan.tasks)))
-    if workers > 1:
+        return on_cluster(client, tasks, run, workers), False
+    if min(workers, len(tasks)) > 1:
         from .workers import in_processes
 
-        results = in_processes(plan.tasks, run, workers)  # before the progress bar starts a thread
-        bar = Progress(run.job.mode, total, progress, files=len(plan.tasks))
-    else:
-        bar = Progress(run.job.mode, total, progress, files=len(plan.tasks))
-        results = (process_task(task, run, materials, on_read=bar.advance) for task in plan.tasks)
-    code = 0
-    failed = succeeded = 0
-    created: list[str] = []
-    cache_total: CacheStats | None = None
-    try:
-        for outcome in results:
-            bar.file_done((outcome.task.size or 0) if workers > 1 else 0)
-            created += outcome.created
-            if outcome.error is not None:
-                code = code or outcome.code
-                failed += 1
-                print_error(f"{outcome.task.source}: {outcome.error}" if plan.many else outcome.error)
-            else:
-                succeeded += 1
-            if outcome.error is None and verbose:
-                where = "stdout" if outcome.task.destination == STDIO else repr(outcome.task.destination)
-                say(f"wrote {where} ({outcome.bytes_out} bytes)")
-            if outcome.cache_counts is not None:
-                from envelope import CacheStats
-
-                counts = CacheStats(**outcome.cache_counts)
-                cache_total = counts if cache_total is None else cache_total + counts
-            metadata.write(outcome.record)
-        if run.cache is not None and cache_total is not None:
-            metadata.write({"mode": run.job.mode, "summary": True, "inputs": len(plan.tasks), "failed": failed,
-                            "cache": {"scope": "per-process", "caches": workers, **run.cache.describe()},
-                            "cache_stats": cache_total.as_dict()})
-    finally:
-        bar.close()
-        metadata.close(succeeded=succeeded > 0)
-        tempfiles.remove_empty_folders(created)
-    return code
+        return in_processes(tasks, run, min(workers, len(tasks))), False
+    return (process_task(task, run, materials, on_read=on_read) for task in tasks), True

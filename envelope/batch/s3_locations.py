@@ -1,7 +1,7 @@
 """``s3://BUCKET/KEY`` as an INPUT or ``-o``, and ``-r s3://BUCKET/PREFIX/``: the S3 kind of location.
 
 Everything S3 is the library's (``envelope.s3``, docs/s3.md "For the CLI"); this module fits it to the CLI's
-location protocol (``envelope_cli.locations``):
+location protocol (``envelope.batch.locations``):
 
 - A source is an :class:`envelope.s3.S3Reader` (ranged GETs streamed into the library's buffers; its ``size``
   is the object's, so an object replaced while it is read fails). ``inspect`` fetches only the header, and
@@ -48,13 +48,17 @@ STOPPING_WAIT = 120.0
 _CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION",
                "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_CONFIG_FILE",
                "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE")
+#: The object metadata that holds a run's mark (``SinkRules.mark``: Dask retries): ``x-amz-meta-envelope-run``.
+MARK_METADATA = "envelope-run"
 #: Keys per ListObjectsV2 page for -r: S3's maximum (the tests lower it to exercise pagination cheaply).
 LIST_PAGE_SIZE = 1000
 _ACCESS_DENIED = frozenset({"AccessDenied", "403", "Forbidden"})
+#: StorageError codes of a conditional write that found the object there (envelope.s3 says PreconditionFailed).
+PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 
 
 class S3Options(NamedTuple):
-    """The S3 kind's options in :class:`~envelope_cli.locations.Settings` (``--part-size``)."""
+    """The S3 kind's options in :class:`~envelope.batch.locations.Settings` (``--part-size``)."""
 
     part_size: int | None = None  # None: envelope.s3.DEFAULT_PART_SIZE
 
@@ -144,8 +148,10 @@ class S3Sink:
         from envelope.s3 import DEFAULT_PART_SIZE, S3Writer
 
         part_size = settings().option(NAME, S3Options()).part_size or DEFAULT_PART_SIZE
+        mark = self.rules.mark
         self._writer = S3Writer(self.url, client=client(), part_size=part_size, force=self.rules.force,
-                                expected_size=_expected_size(self.rules.expected_size))
+                                expected_size=_expected_size(self.rules.expected_size),
+                                extra_args=None if mark is None else {"Metadata": {MARK_METADATA: mark}})
         return cast(BinaryIO, self._writer)
 
     def commit(self) -> None:
@@ -238,6 +244,19 @@ class S3(Kind):
 
         url = parse_s3_url(location)
         return None if url.is_prefix else (NAME, url.bucket, url.key)
+
+    def exists_error(self, location: str, exc: BaseException) -> bool:
+        from envelope import StorageError
+
+        if isinstance(exc, StorageError) and exc.code in PRECONDITION_CODES:  # a read's: the input changed
+            return exc.location == str(_object(location, "output"))
+        return super().exists_error(location, exc)
+
+    def mark_of(self, location: str) -> str | None:
+        from envelope.s3 import find_object
+
+        found = find_object(_object(location, "output"), client=client())
+        return None if found is None else found.metadata.get(MARK_METADATA)
 
 
 def _relative(found: Any) -> str:

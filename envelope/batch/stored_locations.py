@@ -1,7 +1,7 @@
 """``ssm:/path/name`` and ``secretsmanager:NAME`` (or their ARNs) as an INPUT or ``-o``: the stored kind.
 
 The storage is the library's (``envelope.aws``, docs/secrets.md "Storage"); this module fits it to the CLI's
-location protocol (``envelope_cli.locations``):
+location protocol (``envelope.batch.locations``):
 
 - What is read: for ``decrypt`` and ``inspect`` the ESDK message stored there (base64 text in an SSM parameter,
   ``SecretBinary``, or base64 in ``SecretString``); for ``encrypt`` the plaintext value (an SSM ``SecureString``
@@ -46,7 +46,7 @@ _SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:se
 
 
 class StoredOptions(NamedTuple):
-    """The stored kind's options in :class:`~envelope_cli.locations.Settings`."""
+    """The stored kind's options in :class:`~envelope.batch.locations.Settings`."""
 
     ssm_tier: str = "standard"  # --ssm-tier: what SSM outputs are written on
     version_stage: str | None = None  # --version-stage: what secretsmanager: INPUTs are read at

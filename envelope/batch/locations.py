@@ -2,8 +2,8 @@
 
 A *location* is what the user typed as an INPUT or after ``-o``: ``-``, a path, and later ``s3://bucket/key``,
 ``ssm:/name``, ``secretsmanager:name``. :func:`kind_of` gives the first registered :class:`Kind` that claims
-it; the local-file kind (``envelope_cli.files``) claims everything no other kind does, so it is registered
-last. The job runner (``envelope_cli.jobs``) and the planner (``envelope_cli.planning``) only ever call this
+it; the local-file kind (``envelope.batch.files``) claims everything no other kind does, so it is registered
+last. The job runner (``envelope.batch.jobs``) and the planner (``envelope.batch.planning``) only ever call this
 module, so a new kind needs no change in either:
 
     source = open_source(location)        # a Source; size is known now, or after open(), or never (None)
@@ -30,7 +30,7 @@ To add a kind (say ``s3://``), subclass :class:`Kind` and register an instance b
         def holds(self, location): ...              # ("s3", bucket, key): what plan_output's overwrites says
     register(S3())
 
-Planning (``envelope_cli.planning``) then refuses, for every kind alike and before any work, two outputs with
+Planning (``envelope.batch.planning``) then refuses, for every kind alike and before any work, two outputs with
 one identity, an output that overwrites what an input holds, and an existing output without ``--force``. Only
 the methods a kind supports need writing: the defaults refuse to read or write and say nothing exists.
 
@@ -54,8 +54,25 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
-__all__ = ["BUILTIN_KINDS", "Entry", "Kind", "Planned", "Settings", "Sink", "SinkRules", "Source", "Walk",
-           "configure", "create_sink", "kind_of", "open_source", "register", "settings"]
+from ..errors import UsageError
+
+__all__ = ["BUILTIN_KINDS", "Entry", "FileProblem", "Kind", "OutputExists", "Planned", "Settings", "Sink",
+           "SinkRules", "Source", "Walk", "configure", "create_sink", "kind_of", "open_source", "register",
+           "settings"]
+
+
+class OutputExists(UsageError):
+    """An output exists and may not be replaced (no ``--force``): exit 2, as planning's own refusal."""
+
+
+class FileProblem(OSError):
+    """An OSError that says what was being done: ``cannot read input 'x': No such file or directory``.
+
+    The location "-" is shown as stdin (reading) or stdout (writing) by the CLI's messages."""
+
+    def __init__(self, action: str, exc: OSError, filename: str | None = None) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), filename if filename is not None else exc.filename)
+        self.action = action
 
 
 class Source(Protocol):
@@ -106,6 +123,7 @@ class SinkRules(NamedTuple):
     make_folders: bool = False  # create missing folders on the way (several inputs or -r)
     refuse_terminal: str | None = None  # the usage error to raise when the output is a terminal
     expected_size: int | None = None  # the input's size when known: what the output will be about (S3 part sizes)
+    mark: str | None = None  # a run id the output carries, where its kind can store one (Kind.mark_of)
 
 
 class Settings(NamedTuple):
@@ -229,6 +247,14 @@ class Kind:
         """Planning: what an input holds, in the terms of :attr:`Planned.overwrites` (a run refuses to write
         over any of its inputs); None when nothing could overwrite it (a pipe)."""
         return (self.name, location)
+
+    def exists_error(self, location: str, exc: BaseException) -> bool:
+        """``exc`` (from a task writing to ``location``) says that output exists and may not be replaced."""
+        return isinstance(exc, OutputExists)
+
+    def mark_of(self, location: str) -> str | None:
+        """The run id an existing output carries (:attr:`SinkRules.mark`); None: none, or no output there."""
+        return None
 
 
 _KINDS: list[Kind] = []

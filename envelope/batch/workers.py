@@ -1,8 +1,9 @@
-"""Many files in worker *processes*: per-file work is mostly Python (header, key wrapping, file system calls)
-that holds the GIL, so threads do not scale (measured: README "Command-line reference", ``--workers``).
+"""Many files in worker *processes* of this machine: per-file work is mostly Python (header, key wrapping, file
+system calls) that holds the GIL, so threads do not scale (measured: docs/cli.md, ``--workers``).
 
-Each worker builds its own materials (and so its own, empty, data-key cache) after the fork and runs
-:func:`envelope_cli.jobs.process_task` for each task it is given, without the library's thread pipeline.
+Each worker runs ``Run.worker_setup`` (the CLI installs its signal handling there), builds its own materials
+(and so its own, empty, data-key cache) after the fork and runs :func:`envelope.batch.jobs.process_task` for
+each task it is given, without the library's thread pipeline.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from typing import Any
 from .jobs import Materials, Outcome, Run, process_task
 from .planning import Task
 
-__all__ = ["in_processes"]
+__all__ = ["chunk_size", "default_workers", "in_processes"]
 
 _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(run: Run) -> None:
-    from . import signals
-
-    signals.install(main=False)  # a signal removes this worker's temporary file; the main process reports
+    if run.worker_setup is not None:
+        run.worker_setup()  # the CLI: a signal removes this worker's temporary file; the main process reports
     _WORKER["run"] = run
     _WORKER["materials"] = run.materials()  # this worker's own keyring and (empty) cache
 
@@ -33,6 +33,22 @@ def _work(task: Task) -> Outcome:
     return process_task(task, run, materials, threads=0)
 
 
+def chunk_size(tasks: int, slots: int) -> int:
+    """Tasks handed out together, with ``slots`` workers running them: about 8 chunks per worker, at most 64
+    tasks each (fewer round trips for many small files; still balanced for a few large ones)."""
+    return max(1, min(64, tasks // (slots * 8)))
+
+
+def default_workers() -> int:
+    """``--workers`` by default: the CPU cores this process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _start_method() -> str | None:
     # fork starts workers in milliseconds with the library already imported; elsewhere the platform default.
     return "fork" if sys.platform.startswith("linux") else None
@@ -41,13 +57,13 @@ def _start_method() -> str | None:
 def in_processes(tasks: list[Task], run: Run, workers: int) -> Iterator[Outcome]:
     """Start the workers now and return their outcomes in input order.
 
-    Forking happens here, before the progress bar starts its thread; the only other thread is the signal
-    watcher, which holds no lock while it waits (cli/envelope_cli/signals.py)."""
+    Forking happens here, before the caller starts a thread (a progress bar); the CLI's only other thread is
+    its signal watcher, which holds no lock while it waits (cli/envelope_cli/signals.py)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context(_start_method())
-    chunk = max(1, min(64, len(tasks) // (workers * 8)))
+    chunk = chunk_size(len(tasks), workers)
     executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(run,))
     try:
         outcomes = executor.map(_work, tasks, chunksize=chunk)  # submits every chunk: forks the workers
@@ -63,7 +79,7 @@ def _collect(executor: Any, outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
     try:
         yield from outcomes
     except BaseException:
-        # SIGTERM makes each worker remove its temporary file (see _init_worker); they are our own children.
+        # SIGTERM makes each worker remove its temporary file (the CLI's worker_setup); they are our children.
         for child in multiprocessing.active_children():
             child.terminate()
         raise

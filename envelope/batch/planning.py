@@ -1,16 +1,17 @@
 """Planning: which input goes to which output, checked before any work.
 
 INPUT arguments and ``-o`` become a :class:`Plan` of :class:`Task` pairs. What each INPUT names (one input, or
-with ``-r`` the files of a folder) comes from its location kind's ``expand`` (``envelope_cli.locations``), and
+with ``-r`` the files of a folder) comes from its location kind's ``expand`` (``envelope.batch.locations``), and
 output names are built with the output kind's ``split`` / ``join``, so a kind that lists remote prefixes
 (``s3://bucket/dir/`` with ``-r``) plugs in without a change here. Output names follow :class:`Naming`.
 
 Everything that can be refused is refused here, before any output exists (exit 2 unless said otherwise):
 missing inputs (exit 4), folders without -r, an ``-o`` that must be a folder and is not, two inputs with one
-output, an existing output without ``--force``, and any output that would write over one of the run's own
-inputs, by any route (``-r --force``, two inputs that map to each other's names, a symlink or hard link,
-``--metadata-output`` naming an input or an output): compared by what is stored there (device and inode for
-local files), not by spelling.
+output, an existing output without ``--force`` (with ``--skip-existing`` its task is left out instead, and
+listed in :attr:`Plan.existing`: a resumed run does only what is missing), and any output that would write over
+one of the run's own inputs, by any route (``-r --force``, two inputs that map to each other's names, a symlink
+or hard link, ``--metadata-output`` naming an input or an output): compared by what is stored there (device and
+inode for local files), not by spelling.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Literal, NamedTuple
 
 from .locations import Walk, kind_of
 
-__all__ = ["Naming", "Plan", "Task", "plan_tasks"]
+__all__ = ["Naming", "Plan", "Task", "in_this_process", "plan_pairs", "plan_tasks"]
 
 STDIO = "-"
 STDOUT = ("fd", 1)  # the identity every kind gives standard output
@@ -47,6 +48,7 @@ class Plan(NamedTuple):
     many: bool  # several inputs or -r: -o is a folder
     make_folders: bool  # output folders are created as needed (-o names a folder)
     to_stdout: bool  # an output is standard output ("-", /dev/stdout, ...)
+    existing: tuple[Task, ...] = ()  # left out with skip_existing: their outputs exist
 
     @property
     def reads_stdin(self) -> bool:
@@ -80,14 +82,23 @@ def _descriptor(location: str) -> int | None:
     return 0 if location == STDIO else descriptor_of(location)
 
 
+def in_this_process(location: str) -> bool:
+    """``location`` can only be opened by this process: stdin / stdout (``-``) or another descriptor of it
+    (``/dev/fd/3``), not by a worker elsewhere (``--dask``)."""
+    return location == STDIO or _descriptor(location) is not None
+
+
 def _reads_stdin(location: str) -> bool:
     return _descriptor(location) == 0
 
 
 def plan_tasks(inputs: list[str], output: str | None, *, naming: Naming, walk: Walk, force: bool,
-               metadata_output: str | None = None, key_files: tuple[str, ...] = ()) -> Plan:
+               metadata_output: str | None = None, key_files: tuple[str, ...] = (), skip_existing: bool = False
+               ) -> Plan:
     """Turn INPUT arguments and ``-o`` into tasks, checking everything the module docstring lists.
     ``key_files`` are read by the run too: no output may overwrite them either."""
+    if skip_existing and force:
+        raise _usage("--skip-existing leaves existing outputs alone and --force replaces them: give one of them")
     inputs = inputs or [STDIO]
     if len(inputs) > 1 and any(_reads_stdin(item) for item in inputs):
         raise _usage("'-' (stdin) cannot be combined with other inputs")
@@ -124,13 +135,37 @@ def plan_tasks(inputs: list[str], output: str | None, *, naming: Naming, walk: W
                 tasks.append(Task(item, kind_of(base).join(base, naming.output_name(entry.relative)), entry.size))
             else:
                 tasks.append(Task(item, output, entry.size))
-    to_stdout = _check_outputs(tasks, force, metadata_output, key_files)
-    return Plan(tasks, many, into_folder, to_stdout)
+    to_stdout, existing = _check_outputs(tasks, force, metadata_output, key_files, skip_existing)
+    return _plan(tasks, many, into_folder, to_stdout, existing)
 
 
-def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, key_files: tuple[str, ...]
-                   ) -> bool:
-    """Refuse outputs that collide, overwrite an input or exist (without ``force``); True if one is stdout."""
+def _plan(tasks: list[Task], many: bool, make_folders: bool, to_stdout: bool, existing: set[Task]) -> Plan:
+    """The plan of ``tasks`` without those in ``existing``, which it lists (both in plan order)."""
+    return Plan([task for task in tasks if task not in existing], many, make_folders, to_stdout,
+                tuple(task for task in tasks if task in existing))
+
+
+def plan_pairs(pairs: list[tuple[str, str]], *, force: bool, key_files: tuple[str, ...] = (),
+               skip_existing: bool = False) -> Plan:
+    """(input, output) pairs named one by one (``envelope.batch.encrypt_many``), checked as :func:`plan_tasks`
+    checks its own; folders on the way to an output are created. Standard input and output are refused."""
+    if skip_existing and force:
+        raise _usage("skip_existing leaves existing outputs alone and force replaces them: give one of them")
+    tasks: list[Task] = []
+    for source, destination in pairs:
+        if in_this_process(source) or in_this_process(destination):
+            raise _usage(f"({source!r}, {destination!r}): pairs name files or objects, not standard input or "
+                         "output or another descriptor")
+        _, [entry] = kind_of(source).expand(source, Walk())
+        tasks.append(Task(source, destination, entry.size))
+    to_stdout, existing = _check_outputs(tasks, force, None, key_files, skip_existing)
+    return _plan(tasks, True, True, to_stdout, existing)
+
+
+def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, key_files: tuple[str, ...],
+                   skip_existing: bool = False) -> tuple[bool, set[Task]]:
+    """Refuse outputs that collide, overwrite an input or exist (without ``force``). Returns whether one is
+    stdout, and (with ``skip_existing``) the tasks whose outputs exist, which are left out, unchecked."""
     held: dict[Hashable, str] = {}  # what the inputs hold -> the first input that holds it, as messages name it
     for path in key_files:
         key = kind_of(path).holds(path)
@@ -141,8 +176,12 @@ def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, 
         if key is not None:
             held.setdefault(key, f"the input {task.source!r}")
     seen: dict[Hashable, Task] = {}
+    existing: set[Task] = set()
     for task in tasks:
         planned = kind_of(task.destination).plan_output(task.destination)
+        if planned.exists and skip_existing:
+            existing.add(task)  # nothing is written there: it can neither collide nor overwrite
+            continue
         for key in planned[:2]:
             if key is None:
                 continue
@@ -165,4 +204,4 @@ def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, 
             if key is not None and key in seen:
                 raise _usage(f"--metadata-output {metadata_output!r} is the output {seen[key].destination!r} of "
                              f"input {seen[key].source!r}")
-    return STDOUT in seen
+    return STDOUT in seen, existing
