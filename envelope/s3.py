@@ -77,7 +77,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -1171,6 +1171,7 @@ def encrypt_object(
     commitment_policy: CommitmentPolicy | str | None = None,
     max_encrypted_data_keys: int | None = None,
     plaintext_length: int | None = None,
+    required_context_keys: Iterable[str] | None = None,
     threads: int | None = DEFAULT_THREADS,
     client: Any = None,
     part_size: int = DEFAULT_PART_SIZE,
@@ -1184,7 +1185,8 @@ def encrypt_object(
     written and aborted on any failure (a writer passed in is committed or aborted too: one writer, one
     message). The keyword arguments are :func:`envelope.encrypt_stream`'s (``threads`` defaults to
     :data:`DEFAULT_THREADS` here; None: the engine's default), plus ``client`` (shared by the source and
-    destination made here), ``part_size``, ``force`` and ``extra_args`` (see :class:`S3Writer`).
+    destination made here), ``part_size``, ``force`` and ``extra_args`` (see :class:`S3Writer`);
+    ``required_context_keys`` as for :func:`envelope.encrypt_stream`.
     When ``plaintext_length`` is not given and the source is an S3 object or a regular file, its size is
     used (what the data-key cache counts, and the guard against input that grows meanwhile).
     """
@@ -1195,7 +1197,7 @@ def encrypt_object(
         return encrypt_stream(src, dst, keyring=keyring, materials_manager=materials_manager, context=context,
                               algorithm=algorithm, frame_length=frame_length, commitment_policy=commitment_policy,
                               max_encrypted_data_keys=max_encrypted_data_keys, plaintext_length=length,
-                              threads=threads)
+                              required_context_keys=required_context_keys, threads=threads)
 
     def size_of(src: Any) -> int | None:
         size = _local_size(src)
@@ -1211,11 +1213,12 @@ def decrypt_object(
     keyring: Keyring | None = None,
     materials_manager: MaterialsManager | None = None,
     commitment_policy: CommitmentPolicy | str | None = None,
-    required_context: Mapping[str, str] | None = None,
+    required_context: Mapping[str, str | None] | None = None,
     unsigned_only: bool = False,
     max_encrypted_data_keys: int | None = None,
     max_frame_length: int | None = None,
     max_header_length: int | None = None,
+    reproduced_context: Mapping[str, str] | None = None,
     threads: int | None = DEFAULT_THREADS,
     client: Any = None,
     part_size: int = DEFAULT_PART_SIZE,
@@ -1226,7 +1229,8 @@ def decrypt_object(
 
     Accepts what :func:`encrypt_object` accepts. An S3 destination is committed only after
     :func:`envelope.decrypt_stream` returned, i.e. after every frame tag and the signature verified: a
-    tampered or truncated message leaves no object and no pending upload. ``max_*`` None: the decrypt
+    tampered or truncated message leaves no object and no pending upload. ``reproduced_context``: the pairs
+    given back for the required context keys (see :func:`envelope.decrypt_stream`). ``max_*`` None: the decrypt
     defaults of :func:`envelope.decrypt_stream`.
     """
     from ._api import (
@@ -1244,6 +1248,6 @@ def decrypt_object(
                                      else max_encrypted_data_keys),
             max_frame_length=DEFAULT_MAX_FRAME_LENGTH if max_frame_length is None else max_frame_length,
             max_header_length=DEFAULT_MAX_HEADER_LENGTH if max_header_length is None else max_header_length,
-            threads=threads)
+            reproduced_context=reproduced_context, threads=threads)
 
     return _run(source, destination, client, part_size, force, extra_args, _local_size, work)

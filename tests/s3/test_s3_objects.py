@@ -75,6 +75,29 @@ def test_round_trip_around_part_boundaries(small: AwsEnv, client: object, key_ki
     assert small.pending_uploads(BUCKET) == []
 
 
+def test_required_context_keys_to_and_from_s3(small: AwsEnv, client: object) -> None:
+    """encrypt_object's required_context_keys keeps those pairs out of the stored header; decrypt_object needs
+    them back through reproduced_context, and a wrong value leaves no object and no pending upload."""
+    keyring = envelope.RawAesKeyring("ns", "k", os.urandom(32))
+    plaintext = os.urandom(3 * PART + 5)
+    s3.encrypt_object(io.BytesIO(plaintext), f"s3://{BUCKET}/req.enc", keyring=keyring,
+                      context={"app": "web", "tenant": "acme"}, required_context_keys=["tenant"],
+                      frame_length=FRAME, part_size=PART, client=client)
+    stored = _get(small, "req.enc")
+    assert dict(envelope.read_header(io.BytesIO(stored))[0].encryption_context) == {"app": "web"}
+    out = io.BytesIO()
+    s3.decrypt_object(f"s3://{BUCKET}/req.enc", out, keyring=keyring, reproduced_context={"tenant": "acme"},
+                      client=client)
+    assert out.getvalue() == plaintext
+    # a wrong value: the message does not authenticate with it; none: no key opens (the hint names the option)
+    for reproduced, error in (({"tenant": "other"}, envelope.AuthenticationError), (None, envelope.KeyringError)):
+        with pytest.raises(error, match="reproduced"):
+            s3.decrypt_object(f"s3://{BUCKET}/req.enc", f"s3://{BUCKET}/req.plain", keyring=keyring,
+                              reproduced_context=reproduced, part_size=PART, client=client)
+        assert "Contents" not in small.s3().list_objects_v2(Bucket=BUCKET, Prefix="req.plain")
+        assert small.pending_uploads(BUCKET) == []
+
+
 def test_writer_sends_full_parts_and_a_short_last_one(small: AwsEnv, client: object) -> None:
     """Writes of every size are regrouped into parts of exactly part_size (the last one shorter)."""
     data = os.urandom(4 * PART + 123)
