@@ -88,7 +88,6 @@ LAMBDA_CONTEXT_KEY = "LambdaFunctionName"
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 SECRETS_BATCH = 20  # BatchGetSecretValue takes at most 20 secret ids
 #: Header fields whose rejection means "not an ESDK message at all" (esdk-format.md section 1).
-_FIRST_FIELDS = frozenset({"version", "type", "algorithm suite ID"})
 _TRANSFORMS = (None, "json", "binary")
 
 log = logging.getLogger("envelope.aws")
@@ -464,7 +463,7 @@ def _open(source: _Source, data: bytes, context: Mapping[str, str], manager: Mat
     try:
         return budget.run(esdk)
     except FormatError as exc:
-        if source.kind != "env" or exc.field not in _FIRST_FIELDS or exc.offset >= 4:
+        if source.kind != "env" or not exc.at_start:
             raise FormatError(exc.field, exc.offset, f"{exc.reason} (in {source.label})") from None
     return budget.run(lambda: _raw_kms_decrypt(data, context, keyring, source.label))
 

@@ -83,7 +83,7 @@ _SSM_ARN = r"arn:aws[a-z-]*:ssm:([a-z0-9-]+):([0-9]{12}):parameter(/?[A-Za-z0-9_
 _SSM_SELECTOR = r"[0-9]{1,10}|[A-Za-z_.\-][A-Za-z0-9_.\-]{0,99}"
 # Secrets Manager: letters, digits and /_+=.@- (up to 512), or an ARN.
 _SM_NAME = r"[A-Za-z0-9/_+=.@\-]{1,512}"
-_SM_ARN = r"arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@\-]+"
+_SM_ARN = r"arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:([A-Za-z0-9/_+=.@\-]+?)(?:-[A-Za-z0-9]{6})?"
 _SCHEMES = ("ssm:", "secretsmanager:")
 
 
@@ -127,6 +127,14 @@ class Location:
         """The region an ARN names (None for plain names: the configured region is used)."""
         match = _match(_SSM_ARN if self.service == "ssm" else _SM_ARN, self.name)
         return match.group(1) if match else None
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """The parameter or secret itself, whatever version and however named: (service, name), the name of an
+        ARN too (a secret ARN without its six-character suffix), a parameter's without its leading "/"."""
+        match = _match(_SSM_ARN if self.service == "ssm" else _SM_ARN, self.name)
+        name = match.group(3) if match else self.name
+        return (self.service, name.lstrip("/") if self.service == "ssm" else name)
 
     @property
     def ssm_request_name(self) -> str:

@@ -49,6 +49,15 @@ class FormatError(EnvelopeError):
         self.reason = reason
         super().__init__(f"{field} at byte {offset}: {reason}")
 
+    @property
+    def at_start(self) -> bool:
+        """True when one of the first fields (version, type, suite ID: the first 4 bytes) was refused: the input
+        does not start as an ESDK message does (other data, or base64), rather than being a damaged message."""
+        return self.field in _FIRST_FIELDS and self.offset < 4
+
+
+_FIRST_FIELDS = frozenset({"version", "type", "algorithm suite ID"})  # the names _format gives those fields
+
 
 class TruncatedError(FormatError):
     """The input ended inside ``field``; ``needed`` is the minimum total length that would let parsing go on."""

@@ -50,10 +50,6 @@ STOPPING_WAIT = 180.0
 BASE64_PREFIXES = (b"AY", b"AgR4", b"AgV4")
 
 
-#: Header fields whose rejection means the input is not an ESDK message at all (esdk-format.md section 1).
-_FIRST_FIELDS = frozenset({"version", "type", "algorithm suite ID"})
-
-
 class ExitCode(enum.IntEnum):
     OK = 0
     MESSAGE = 1
@@ -132,7 +128,7 @@ def _format_message(exc: BaseException, head: bytes | None, decoding: bool) -> s
     if isinstance(exc, errors.FormatError) and head is not None:
         if exc.field == "message" and exc.offset == 0:
             return "the input is empty: there is no ESDK message to read"
-        if not isinstance(exc, errors.TruncatedError) and exc.field in _FIRST_FIELDS and exc.offset < 4:
+        if not isinstance(exc, errors.TruncatedError) and exc.at_start:
             if not decoding and head.startswith(BASE64_PREFIXES):
                 return ("the input is not an ESDK message, but it looks like one in base64 (ESDK messages in "
                         "base64 start with AY, AgR4 or AgV4): add --decode")

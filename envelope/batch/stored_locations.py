@@ -28,7 +28,6 @@ location protocol (``envelope.batch.locations``):
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
@@ -40,9 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["NAME", "Stored", "StoredOptions", "StoredSink", "StoredSource"]
 
 NAME = "stored"
-_SSM_ARN = re.compile(r"arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter(/?.+)")
 _ACCESS_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "403"})
-_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:(.+?)(?:-[A-Za-z0-9]{6})?")
 
 
 class StoredOptions(NamedTuple):
@@ -95,11 +92,7 @@ def _output(location: str) -> Location:
 
 def _identity(loc: Location) -> Hashable:
     """The parameter or secret itself: by name (an ARN's name too), whatever version."""
-    if loc.service == "ssm":
-        match = _SSM_ARN.fullmatch(loc.name)
-        return ("ssm", (match.group(1) if match else loc.name).lstrip("/"))
-    match = _SECRET_ARN.fullmatch(loc.name)
-    return ("secretsmanager", match.group(1) if match else loc.name)
+    return loc.identity
 
 
 def _read(loc: Location) -> bytes:

@@ -329,3 +329,23 @@ def test_access_denied_names_the_parameter_or_secret(aes_keyring: envelope.RawAe
         assert caught.value.location == location
         with pytest.raises(envelope.StorageError, match="access denied"):
             aws.load_keyring(location)
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ("ssm:/app/db", "ssm:app/db"),
+    ("ssm:/app/db:3", "ssm:arn:aws:ssm:us-east-1:123456789012:parameter/app/db"),
+    ("secretsmanager:app/db", "secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db-AbC123"),
+    ("secretsmanager:app/db", "secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db"),
+])
+def test_one_parameter_or_secret_however_it_is_named(one: str, other: str) -> None:
+    """Location.identity: what an output-overwrites-input check compares (names, ARNs, versions alike)."""
+    assert aws.parse_location(one).identity == aws.parse_location(other).identity
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ("ssm:/app/db", "ssm:/app/db2"),
+    ("ssm:/app/db", "secretsmanager:app/db"),
+    ("secretsmanager:app/db-AbC123", "secretsmanager:app/db-XyZ789"),  # a name, not an ARN: no suffix to drop
+])
+def test_different_parameters_and_secrets_differ(one: str, other: str) -> None:
+    assert aws.parse_location(one).identity != aws.parse_location(other).identity
