@@ -6,8 +6,11 @@
     >>> envelope.decrypt(message, keyring=keyring, required_context={"app": "demo"}).plaintext
     b'secret'
 
-Layers, bottom up: ``errors`` -> ``suites`` (data) -> ``format`` (pure bytes) -> ``crypto`` (KDF, commitment,
-signatures) -> ``stream`` (the frame engine) -> ``keyrings`` -> ``materials`` / ``cache`` -> ``api``.
+Layers, bottom up (private modules, this package exports what is public): ``errors`` -> ``suites`` (data) ->
+``format`` (pure bytes, the only owner of the layout) -> ``crypto`` (KDF, commitment, signatures) -> ``stream``
+(the frame engine) -> ``keyrings`` -> ``materials`` / ``cache`` -> ``api`` -> ``range`` / ``rewrap``; above them
+the public modules ``envelope.s3`` (S3 objects), ``envelope.aws`` (SSM, Secrets Manager, ``load_env``) and
+``envelope.batch`` (planning and running many inputs, on worker processes or Dask). docs/design.md has the map.
 """
 
 from typing import TYPE_CHECKING, Any
