@@ -29,9 +29,11 @@ from typing import Any
 from . import report, tools
 from .dask_group import group_dask
 from .report import fmt_size, frame_tag
+from .signed_group import group_signed
 from .tools import CommandFailed, Run, Skip
 
-GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap", "dask")
+GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap", "dask",
+          "signed")
 GROUP_HELP = {
     "files": "file encrypt/decrypt: envelope CLI and library, ESDK library (2 frame lengths) and CLI, age, cp",
     "pipes": "cat f | TOOL | cat > out for the same tools, and cat | cat",
@@ -47,6 +49,8 @@ GROUP_HELP = {
     "rewrap": "new keys for the large message without re-encryption: envelope rewrap (CLI, library, --verify, "
               "signed) vs cp of the same file",
     "dask": "the many-files set with --dask (a standing 2-worker LocalCluster, and local:2) vs --workers 2",
+    "signed": "suite 0x0578 (CLI file and pipe, library) vs SHA-384 of the same file (openssl dgst, hashlib, "
+              "cat | openssl dgst)",
 }
 CONTEXT_ARG = "purpose=benchmark"
 ESDK_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"  # 0x0478, envelope's default: same suite for every peer
@@ -812,6 +816,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "s3": group_s3,
     "rewrap": group_rewrap,
     "dask": group_dask,
+    "signed": group_signed,
 }
 
 

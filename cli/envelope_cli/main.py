@@ -12,6 +12,10 @@ import sys
 
 __all__ = ["run"]
 
+#: Loaded only by runs whose exit handlers must run: worker processes (``--workers``), Dask (``--dask``) and a
+#: coverage measurement clean up or save at exit.
+_NEEDS_TEARDOWN = ("multiprocessing", "concurrent.futures.process", "distributed", "coverage")
+
 
 class _ClosedStream(io.BufferedIOBase):
     """Stands in for a standard stream that was closed when envelope started (``<&-``, ``>&-``): Python then
@@ -57,7 +61,9 @@ def _stand_in_for_closed_streams() -> None:
         setattr(sys, name, io.TextIOWrapper(_ClosedStream(what), encoding="utf-8", write_through=True))
 
 
-def run() -> None:
+def run(*, exit_now: bool = True) -> None:
+    """The console script. With ``exit_now`` (the default), a finished command ends the process at once (see
+    :func:`_exit_now`); pass False to call this in a process that goes on afterwards."""
     _stand_in_for_closed_streams()
     if sys.argv[1:] == ["--version"]:
         from . import version
@@ -78,7 +84,31 @@ def run() -> None:
     from .app import app
     from .speedups import invoke_command_line
 
-    invoke_command_line(app)
+    try:
+        invoke_command_line(app)
+    except SystemExit as exc:
+        if exit_now:
+            _exit_now(exc.code)
+        raise
+
+
+def _exit_now(code: object) -> None:
+    """End the process at once with ``code``, skipping the interpreter's teardown (freeing every module and
+    object one at a time, and the buffers a large message left): 20-100 ms measured after a 256 MiB signed
+    message, on a run that takes 0.4-0.6 s. By now the command is over: every output is flushed, closed and in
+    place or removed (:class:`~envelope_cli.boundary.Group`), and every thread but the daemon signal waiter has
+    ended. The standard streams are flushed here; if that fails, or a run loaded something that cleans up at
+    exit, this returns and the normal exit runs."""
+    if not (code is None or isinstance(code, int)) or any(name in sys.modules for name in _NEEDS_TEARDOWN):
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except (OSError, ValueError):
+        return
+    import os
+
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -470,7 +470,7 @@ def test_start_up_never_imports_dask(tmp_path: Path, key: Path) -> None:
     (tmp_path / "m").write_bytes(envelope.encrypt(b"m" * 100, keyring=envelope.load_keyring(str(key))))
     for args in (["--version"], ["decrypt", "m", "-k", str(key), "-o", "out"]):
         probe = ("import sys\nsys.argv = ['envelope', *sys.argv[1:]]\nfrom envelope_cli.main import run\n"
-                 f"try:\n    run()\nexcept SystemExit:\n    pass\n{report}")
+                 f"try:\n    run(exit_now=False)\nexcept SystemExit:\n    pass\n{report}")
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=tmp_path,
                               timeout=60)
         modules = set(done.stderr.rsplit("MODULES ", 1)[1].split())

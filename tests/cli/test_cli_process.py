@@ -294,7 +294,7 @@ def test_programs_the_cli_starts_get_the_signals_unblocked() -> None:
 
 def _modules_after(*args: str, cwd: Path) -> set[str]:
     probe = ("import sys\nsys.argv = ['envelope', *sys.argv[1:]]\nfrom envelope_cli.main import run\n"
-             "try:\n    run()\nexcept SystemExit:\n    pass\n"
+             "try:\n    run(exit_now=False)\nexcept SystemExit:\n    pass\n"
              "sys.stderr.write('\\nMODULES ' + ' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n")
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, timeout=60, cwd=cwd,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

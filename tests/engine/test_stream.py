@@ -420,3 +420,54 @@ def test_source_reads_objects_without_readinto_and_refuses_non_blocking_ones() -
 
     with pytest.raises(OSError, match="non-blocking"):
         stream.Source(NonBlocking()).readinto(bytearray(4))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the hash thread (a signed suite's SHA-384 runs beside the crypto workers and the writer)
+
+
+class Hashing:
+    """A hasher that keeps every update (as bytes) and the thread it came on; ``fail_at``: raise on that call."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.parts: list[bytes] = []
+        self.threads: set[str] = set()
+        self.fail_at = fail_at
+
+    def update(self, data: Any) -> None:
+        if self.fail_at is not None and len(self.parts) + 1 == self.fail_at:
+            raise ValueError("the hash failed")
+        self.parts.append(bytes(data))
+        self.threads.add(threading.current_thread().name)
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_the_hasher_gets_every_byte_once_in_order(threads: int) -> None:
+    data, body = _body()  # 3 batches: the pipeline starts its threads when threads > 0
+    sealed, hashing = Recorder(), Hashing()
+    stream.seal_framed(stream.Source(io.BytesIO(data)), sealed.write, AEAD, MESSAGE_ID, F, hasher=hashing,
+                       threads=threads)
+    assert sealed.data == body and b"".join(hashing.parts) == body
+    opening = Hashing()
+    out = Recorder()
+    stream.open_framed(stream.Source(io.BytesIO(body)), out.write, AEAD, MESSAGE_ID, F, finish=lambda: None,
+                       hasher=opening, threads=threads)
+    assert out.data == data and b"".join(opening.parts) == body
+    if threads:  # the batches are hashed on the hash thread; the final frame by the caller, after the rest
+        assert "envelope-hash" in hashing.threads and "envelope-hash" in opening.threads
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
+def test_a_failing_hash_stops_the_pipeline_releases_no_final_frame_and_leaves_no_thread(fail_at: int) -> None:
+    data, body = _body()
+    before = threading.active_count()
+    out = Recorder()
+    with pytest.raises(ValueError, match="the hash failed"):
+        stream.open_framed(stream.Source(io.BytesIO(body)), out.write, AEAD, MESSAGE_ID, F,
+                           finish=lambda: pytest.fail("finish ran after the hash failed"),
+                           hasher=Hashing(fail_at), threads=2)
+    assert len(out.data) < 10 * F and data.startswith(out.data)  # never the final frame, only verified batches
+    with pytest.raises(ValueError, match="the hash failed"):
+        stream.seal_framed(stream.Source(io.BytesIO(data)), Recorder().write, AEAD, MESSAGE_ID, F,
+                           hasher=Hashing(fail_at), threads=2)
+    assert threading.active_count() == before

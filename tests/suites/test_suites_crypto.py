@@ -388,3 +388,19 @@ def test_layouts_other_writers_use(suite_id: int) -> None:
         expected = b"".join(chunks)
         assert envelope.decrypt(message, keyring=keyring, commitment_policy=READ_ANY).plaintext == expected, name
         assert esdk_decrypt(message, master_key)[0] == expected, name
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1, ec.SECP384R1])
+def test_the_public_key_is_the_compressed_point_cryptography_writes(curve: type[ec.EllipticCurve]) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    parities = set()
+    for _ in range(40):  # both parities of Y (the prefix byte 02 or 03)
+        public = ec.generate_private_key(curve()).public_key()
+        expected = public.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+        assert crypto.encode_public_key(public) == base64.b64encode(expected).decode()
+        parities.add(expected[0])
+    assert parities == {2, 3}
+    small_x = ec.derive_private_key(1, curve()).public_key()  # the generator: a fixed, known point
+    assert base64.b64decode(crypto.encode_public_key(small_x)) == small_x.public_bytes(
+        Encoding.X962, PublicFormat.CompressedPoint)
