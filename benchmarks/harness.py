@@ -29,9 +29,11 @@ from typing import Any
 from . import report, tools
 from .dask_group import group_dask
 from .report import fmt_size, frame_tag
+from .small_group import group_small
 from .tools import CommandFailed, Run, Skip
 
-GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap", "dask")
+GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap", "dask",
+          "small")
 GROUP_HELP = {
     "files": "file encrypt/decrypt: envelope CLI and library, ESDK library (2 frame lengths) and CLI, age, cp",
     "pipes": "cat f | TOOL | cat > out for the same tools, and cat | cat",
@@ -47,6 +49,8 @@ GROUP_HELP = {
     "rewrap": "new keys for the large message without re-encryption: envelope rewrap (CLI, library, --verify, "
               "signed) vs cp of the same file",
     "dask": "the many-files set with --dask (a standing 2-worker LocalCluster, and local:2) vs --workers 2",
+    "small": "1 KiB one-shot encrypt/decrypt with a raw AES key, us per message: envelope and the ESDK, without and "
+             "with their data-key caches",
 }
 CONTEXT_ARG = "purpose=benchmark"
 ESDK_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"  # 0x0478, envelope's default: same suite for every peer
@@ -75,7 +79,7 @@ def parse_size(text: str) -> int:
 class Case:
     id: str
     label: str
-    unit: str  # "MB/s" (payload bytes), "ms", "files/s" or "msgs/s" (payload items)
+    unit: str  # "MB/s" (payload bytes), "ms", "files/s" or "msgs/s" (payload items), "us/msg" (time per item)
     payload: int
     run: Callable[[], Run]
     after: Callable[[], None] | None = None  # after every repetition (remove the output)
@@ -210,6 +214,8 @@ class Bench:
     def _value(case: Case, seconds: float) -> float:
         if case.unit == "ms":
             return seconds * 1000
+        if case.unit == "us/msg":  # the child's time for ``payload`` messages
+            return seconds * 1e6 / case.payload
         if case.unit == "MB/s":
             return case.payload / seconds / 1e6
         return case.payload / seconds
@@ -812,6 +818,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "s3": group_s3,
     "rewrap": group_rewrap,
     "dask": group_dask,
+    "small": group_small,
 }
 
 
