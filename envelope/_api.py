@@ -17,14 +17,23 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import _crypto as crypto
 from ._format import (
+    FINAL_CONTENT,
+    FINAL_FRAME_MARKER,
+    FINAL_FRAME_STRING,
+    FINAL_IV,
+    FINAL_LENGTH,
+    FINAL_PREFIX,
     SIGNATURE_LENGTH,
+    WRITER_IV,
     Footer,
     Header,
     HeaderAuth,
+    body_aad,
     check_frame_length,
     footer_length,
     framed_layout,
@@ -217,7 +226,7 @@ def _split_context(materials: EncryptionMaterials, requested: frozenset[str]
     return stored, {k: materials.context[k] for k in sorted(keys)}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Started:
     """A message whose header is ready: what the body and the footer need."""
 
@@ -318,6 +327,15 @@ def _buffer_workers(size: int) -> int:
     return default_threads() + 1 if size >= 2 * BATCH_BYTES else 1
 
 
+def _seal_final_only(aead: AESGCM, message_id: bytes, data: memoryview) -> bytes:
+    """The body of a message shorter than one frame: its final frame (number 1) alone, the bytes
+    :func:`envelope._stream.seal_buffer` writes, made without the output buffer and the batch machinery it sets up
+    for large messages (a few us of a 1 KiB message). The layout is :mod:`envelope._format`'s."""
+    n = len(data)
+    return FINAL_PREFIX.pack(FINAL_FRAME_MARKER, 1, 1, n) + aead.encrypt(
+        WRITER_IV.pack(1), data, body_aad(message_id, FINAL_FRAME_STRING, 1, n))
+
+
 def encrypt(
     plaintext: bytes | bytearray | memoryview,
     *,
@@ -342,6 +360,8 @@ def encrypt(
     manager = _manager(keyring, materials_manager)
     started = _start_message(manager, EncryptionRequest(context, policy, suite, len(data), required_keys),
                              frame_length, max_encrypted_data_keys)
+    if started.signer is None and len(data) < frame_length:
+        return started.head + _seal_final_only(started.aead, started.header.message_id, data)
     head = len(started.head)
     body = sealed_length(len(data), frame_length)
     suite = started.header.suite
@@ -448,7 +468,7 @@ class _MemoryReader:
         return n
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Opened:
     """A message whose header authenticated: what reading the body needs."""
 
@@ -470,6 +490,14 @@ def _open_message(source: BinaryIO, manager: MaterialsManager, policy: Commitmen
     header and the reproduced pairs it does not store, section 6.4)."""
     header, auth, src = read_header(source, max_encrypted_data_keys=max_encrypted_data_keys,
                                     max_header_length=max_header_length)
+    return _open_header(header, auth, src, manager, policy, required_context, unsigned_only, max_frame_length,
+                        reproduced_context)
+
+
+def _open_header(header: Header, auth: HeaderAuth, src: Source, manager: MaterialsManager, policy: CommitmentPolicy,
+                 required_context: Mapping[str, str | None] | None, unsigned_only: bool, max_frame_length: int,
+                 reproduced_context: Mapping[str, str] | None) -> _Opened:
+    """:func:`_open_message` once the header is parsed (its limits enforced): ``src`` is at the body."""
     suite = header.suite
     check_decrypt_policy(suite, policy)
     if unsigned_only and suite.signed:
@@ -573,6 +601,29 @@ def _only_footer(tail: memoryview) -> Footer | None:
     return footer if end == len(tail) else None
 
 
+def _parse_in_memory(data: memoryview, max_encrypted_data_keys: int | None, max_header_length: int
+                     ) -> tuple[Header, HeaderAuth, int] | None:
+    """The header of a whole message in memory, parsed in place: what :func:`read_header` returns, without its
+    reads through a :class:`Source`. None when parsing fails in any way (truncated, malformed, over a limit):
+    the caller then runs :func:`read_header`, which raises the error it always raised."""
+    try:
+        header, auth, used = parse_header(data[:max_header_length], max_encrypted_data_keys=max_encrypted_data_keys)
+    except (FormatError, PolicyError):
+        return None
+    return header, auth, used
+
+
+def _open_final_only(aead: AESGCM, message_id: bytes, body: memoryview, length: int) -> bytes:
+    """The plaintext of a body that :func:`envelope._format.framed_layout` found to be its final frame alone (of
+    ``length`` bytes of content) and nothing after it: one AES-GCM call, no output buffer to set up. The same
+    check and error as :func:`envelope._stream.open_buffer`."""
+    try:
+        return aead.decrypt(body[FINAL_IV:FINAL_LENGTH], body[FINAL_CONTENT:],
+                            body_aad(message_id, FINAL_FRAME_STRING, 1, length))
+    except InvalidTag:
+        raise AuthenticationError("final frame 1 failed to authenticate (the message was changed)") from None
+
+
 def decrypt(
     message: bytes | bytearray | memoryview,
     *,
@@ -594,15 +645,25 @@ def decrypt(
     """
     data = memoryview(message).cast("B")
     manager = _manager(keyring, materials_manager)
-    opened = _open_message(_MemoryReader(data), manager,  # type: ignore[arg-type]
-                           resolve_policy(commitment_policy), required_context, unsigned_only,
-                           max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
+    policy = resolve_policy(commitment_policy)
+    parsed = _parse_in_memory(data, max_encrypted_data_keys, max_header_length)
+    if parsed is None:  # anything irregular: read_header says exactly what (and the same as decrypt_stream)
+        opened = _open_message(_MemoryReader(data), manager,  # type: ignore[arg-type]
+                               policy, required_context, unsigned_only,
+                               max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
+    else:
+        header, auth, used = parsed
+        source = Source(_MemoryReader(data[used:]), position=used)  # type: ignore[arg-type]
+        opened = _open_header(header, auth, source, manager, policy, required_context, unsigned_only,
+                              max_frame_length, reproduced_context)
     header, verifier = opened.header, opened.verifier
     body = data[opened.source.position:]
     layout = framed_layout(body, header.frame_length) if header.framed else None
     if layout is not None:
         end = layout[2]
         tail = body[end:]  # the footer (signed suites) and nothing else
+        if verifier is None and layout[0] == 0 and len(tail) == 0:
+            return DecryptResult(_open_final_only(opened.aead, header.message_id, body, layout[1]), header)
         footer = _only_footer(tail) if verifier is not None else None
         if (verifier is None and len(tail) == 0) or footer is not None:
             out, view = _result_buffer(layout[0] * header.frame_length + layout[1])

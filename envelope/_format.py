@@ -152,12 +152,12 @@ class EncryptedDataKey:
 
     def serialize(self) -> bytes:
         pid = self.provider_id.encode("utf-8")
-        for name, value in (("provider id", pid), ("provider info", self.provider_info),
-                            ("ciphertext", self.ciphertext)):
-            if len(value) > 0xFFFF:
-                raise UsageError(f"encrypted data key {name} is longer than 65,535 bytes")
-        return b"".join((U16.pack(len(pid)), pid, U16.pack(len(self.provider_info)), self.provider_info,
-                         U16.pack(len(self.ciphertext)), self.ciphertext))
+        info, ciphertext = self.provider_info, self.ciphertext
+        if len(pid) > 0xFFFF or len(info) > 0xFFFF or len(ciphertext) > 0xFFFF:
+            for name, value in (("provider id", pid), ("provider info", info), ("ciphertext", ciphertext)):
+                if len(value) > 0xFFFF:
+                    raise UsageError(f"encrypted data key {name} is longer than 65,535 bytes")
+        return b"".join((U16.pack(len(pid)), pid, U16.pack(len(info)), info, U16.pack(len(ciphertext)), ciphertext))
 
 
 @dataclass(frozen=True)
@@ -297,6 +297,16 @@ def _utf8(raw: bytes, name: str, offset: int) -> str:
 # 6.1 encryption context
 
 
+#: Serialised contexts, by their pairs in the mapping's order: a message is serialised three times or more (the
+#: keyring's AAD, the header, the data-key cache's identifier) and most programs repeat a few contexts, so each
+#: is encoded once (about 2 us of the ~10 us a small message may take). Only pairs of exact ``str`` are
+#: remembered and looked up (a ``str`` subclass could compare equal to text it does not encode as), only
+#: short results, and at most :data:`_CONTEXT_MEMO_SIZE` of them (then the memo starts again).
+_CONTEXT_MEMO: dict[tuple[tuple[str, str], ...], bytes] = {}
+_CONTEXT_MEMO_SIZE = 256
+_CONTEXT_MEMO_BYTES = 4096
+
+
 def serialize_context(context: Mapping[str, str], *, sort: bool = True) -> bytes:
     """Section 6.1: empty context -> b""; otherwise count and entries sorted by the key's UTF-8 bytes.
 
@@ -304,6 +314,23 @@ def serialize_context(context: Mapping[str, str], *, sort: bool = True) -> bytes
     """
     if not context:
         return b""
+    if not sort:
+        return _serialize_context(context, False)
+    pairs = tuple(context.items())
+    for key, value in pairs:
+        if type(key) is not str or type(value) is not str:
+            return _serialize_context(context, True)
+    found = _CONTEXT_MEMO.get(pairs)
+    if found is None:
+        found = _serialize_context(context, True)
+        if len(found) <= _CONTEXT_MEMO_BYTES:
+            if len(_CONTEXT_MEMO) >= _CONTEXT_MEMO_SIZE:
+                _CONTEXT_MEMO.clear()
+            _CONTEXT_MEMO[pairs] = found
+    return found
+
+
+def _serialize_context(context: Mapping[str, str], sort: bool) -> bytes:
     entries = []
     for key, value in context.items():
         if not isinstance(key, str) or not isinstance(value, str):
