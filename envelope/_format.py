@@ -330,6 +330,11 @@ def serialize_context(context: Mapping[str, str], *, sort: bool = True) -> bytes
     return found
 
 
+#: The other way: parsed contexts by their exact bytes (what parse_context makes of them never changes), for
+#: the headers :func:`_parse_header_v2` takes. Only valid contexts are stored.
+_PARSED_CONTEXTS: dict[bytes, dict[str, str]] = {}
+
+
 def _serialize_context(context: Mapping[str, str], sort: bool) -> bytes:
     entries = []
     for key, value in context.items():
@@ -502,7 +507,16 @@ def _parse_header_v2(buf: bytes | bytearray | memoryview, max_encrypted_data_key
         frame_length = U32.unpack_from(raw, pos + 1)[0]
         if frame_length == 0:
             return None
-        context = parse_context(raw, aad_at, aad_length)
+        aad = raw[aad_at:aad_at + aad_length]
+        known = _PARSED_CONTEXTS.get(aad)
+        if known is None:
+            context = parse_context(raw, aad_at, aad_length)
+            if aad_length <= _CONTEXT_MEMO_BYTES:
+                if len(_PARSED_CONTEXTS) >= _CONTEXT_MEMO_SIZE:
+                    _PARSED_CONTEXTS.clear()
+                _PARSED_CONTEXTS[aad] = dict(context)
+        else:
+            context = dict(known)  # each header gets its own dict
         edks = []
         for at in spans:
             length = U16.unpack_from(raw, at)[0]
