@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import io
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -39,6 +41,7 @@ from ._format import (
     framed_layout,
     header_auth_bytes,
     header_tag_aad,
+    header_template,
     new_header,
     parse_footer,
     parse_header,
@@ -226,6 +229,26 @@ def _split_context(materials: EncryptionMaterials, requested: frozenset[str]
     return stored, {k: materials.context[k] for k in sorted(keys)}
 
 
+#: Header templates of materials that serve many messages (the data-key cache's: their context is a read-only
+#: MappingProxyType), by id(materials); each entry holds a weak reference to its materials, so an id reused by
+#: other materials never matches (the reference is dead or is another object). At most _TEMPLATES_SIZE.
+_TEMPLATES: dict[int, tuple[weakref.ref[EncryptionMaterials], Mapping[str, str], int, tuple[bytes, bytes]]] = {}
+_TEMPLATES_SIZE = 64
+
+
+def _template(materials: EncryptionMaterials, stored: Mapping[str, str], frame_length: int) -> tuple[bytes, bytes]:
+    """The header bytes around the message ID and commitment for these materials, this stored context and frame
+    length (:func:`envelope._format.header_template`), made once per cached data key rather than per message."""
+    found = _TEMPLATES.get(id(materials))
+    if found is not None and found[0]() is materials and found[2] == frame_length and found[1] == stored:
+        return found[3]
+    template = header_template(materials.suite, stored, materials.encrypted_data_keys, frame_length)
+    if len(_TEMPLATES) >= _TEMPLATES_SIZE:
+        _TEMPLATES.clear()
+    _TEMPLATES[id(materials)] = (weakref.ref(materials), dict(stored), frame_length, template)
+    return template
+
+
 @dataclass(slots=True)
 class _Started:
     """A message whose header is ready: what the body and the footer need."""
@@ -247,7 +270,8 @@ def _start_message(manager: MaterialsManager, request: EncryptionRequest, frame_
     stored, required = _split_context(materials, request.required_context_keys)
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, materials.data_key, message_id)
-    header = new_header(suite, message_id, stored, materials.encrypted_data_keys, frame_length, commitment)
+    template = _template(materials, stored, frame_length) if type(materials.context) is MappingProxyType else None
+    header = new_header(suite, message_id, stored, materials.encrypted_data_keys, frame_length, commitment, template)
     aead = AESGCM(key)
     tag = crypto.header_tag(aead, crypto.ZERO_IV, header_tag_aad(header.raw, required))
     head = header.raw + header_auth_bytes(header.version, crypto.ZERO_IV, tag)

@@ -70,6 +70,7 @@ __all__ = [
     "header_auth_bytes",
     "header_fields",
     "header_tag_aad",
+    "header_template",
     "message_fields",
     "new_header",
     "parse_context",
@@ -399,13 +400,38 @@ def serialize_header_body(header: Header, *, sort_context: bool = True) -> bytes
 
 
 def new_header(suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, str],
-               encrypted_data_keys: tuple[EncryptedDataKey, ...], frame_length: int, commitment: bytes) -> Header:
-    """The framed header of a new message, carrying the bytes it is written as (``raw``)."""
+               encrypted_data_keys: tuple[EncryptedDataKey, ...], frame_length: int, commitment: bytes,
+               template: tuple[bytes, bytes] | None = None) -> Header:
+    """The framed header of a new message, carrying the bytes it is written as (``raw``).
+
+    ``template``: what :func:`header_template` returned for the same suite, context, EDKs and frame length (the
+    data-key cache serves many messages that differ only in message ID and commitment)."""
     version = suite.message_version
-    raw = _header_body(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length,
-                       commitment, True)
+    if template is None:
+        raw = _header_body(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length,
+                           commitment, True)
+    else:
+        _check_id_and_commitment(suite, message_id, commitment)
+        raw = template[0] + message_id + template[1] + commitment
     return Header(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length, commitment,
                   raw)
+
+
+def header_template(suite: AlgorithmSuite, context: Mapping[str, str],
+                    encrypted_data_keys: tuple[EncryptedDataKey, ...], frame_length: int) -> tuple[bytes, bytes]:
+    """A new framed header's bytes around its message ID and commitment: (before the ID, from after the ID to
+    the commitment). The header is ``before || message ID || after || commitment`` (v1: no commitment)."""
+    return _header_parts(suite.message_version, suite, context, encrypted_data_keys, CONTENT_FRAMED, frame_length,
+                         True)
+
+
+def _check_id_and_commitment(suite: AlgorithmSuite, message_id: bytes, commitment: bytes) -> None:
+    if len(message_id) != suite.message_id_length:
+        raise UsageError(f"message ID must be {suite.message_id_length} bytes")
+    if suite.message_version == 2 and len(commitment) != COMMITMENT_LENGTH:
+        raise UsageError("v2 headers carry a 32-byte commitment")
+    if suite.message_version == 1 and commitment:
+        raise UsageError("v1 headers carry no commitment")
 
 
 def rewrapped_header(header: Header, context: Mapping[str, str],
@@ -427,6 +453,18 @@ def _header_body(version: int, suite: AlgorithmSuite, message_id: bytes, context
         raise UsageError(f"suite {suite.hex_id} needs header version {suite.message_version}")
     if len(message_id) != suite.message_id_length:
         raise UsageError(f"message ID must be {suite.message_id_length} bytes")
+    if version == 2 and len(commitment) != COMMITMENT_LENGTH:
+        raise UsageError("v2 headers carry a 32-byte commitment")
+    before, after = _header_parts(version, suite, context, encrypted_data_keys, content_type, frame_length,
+                                  sort_context)
+    return before + message_id + after + (commitment if version == 2 else b"")
+
+
+def _header_parts(version: int, suite: AlgorithmSuite, context: Mapping[str, str],
+                  encrypted_data_keys: tuple[EncryptedDataKey, ...], content_type: int, frame_length: int,
+                  sort_context: bool) -> tuple[bytes, bytes]:
+    if version != suite.message_version:
+        raise UsageError(f"suite {suite.hex_id} needs header version {suite.message_version}")
     if not encrypted_data_keys:
         raise UsageError("a message needs at least one encrypted data key")
     if len(encrypted_data_keys) > 0xFFFF:
@@ -434,21 +472,15 @@ def _header_body(version: int, suite: AlgorithmSuite, message_id: bytes, context
     aad = serialize_context(context, sort=sort_context)
     if len(aad) > 0xFFFF:
         raise UsageError("the serialised encryption context is longer than 65,535 bytes")
-    parts: list[bytes] = []
-    if version == 1:
-        parts += [bytes((1, V1_TYPE))]
-    else:
-        parts += [b"\x02"]
-    parts += [U16.pack(suite.id), message_id, U16.pack(len(aad)), aad, U16.pack(len(encrypted_data_keys))]
+    before = (bytes((1, V1_TYPE)) if version == 1 else b"\x02") + U16.pack(suite.id)
+    parts = [U16.pack(len(aad)), aad, U16.pack(len(encrypted_data_keys))]
     parts += [edk.serialize() for edk in encrypted_data_keys]
-    parts += [bytes((content_type,))]
+    parts.append(bytes((content_type,)))
     if version == 1:
         parts += [b"\x00\x00\x00\x00", bytes((IV_LENGTH,)), U32.pack(frame_length)]
     else:
-        if len(commitment) != COMMITMENT_LENGTH:
-            raise UsageError("v2 headers carry a 32-byte commitment")
-        parts += [U32.pack(frame_length), commitment]
-    return b"".join(parts)
+        parts.append(U32.pack(frame_length))
+    return before, b"".join(parts)
 
 
 def parse_header(buf: bytes | bytearray | memoryview, *, max_encrypted_data_keys: int | None = None

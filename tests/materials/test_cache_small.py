@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import pytest
 
@@ -119,3 +120,49 @@ def test_remembered_identifiers_are_the_formula_and_differ_with_every_input() ->
     assert other._encrypt_id(requests[1]) != manager._encrypt_id(requests[1])
     listed = DecryptionRequest(SUITES[0x0478], list(edk), {"a": "1"})  # type: ignore[arg-type]
     assert manager._decrypt_id(listed) == _formula_decrypt(manager, listed)  # unhashable: not remembered
+
+
+def test_cached_headers_are_the_bytes_of_a_fresh_serialisation() -> None:
+    from envelope import _format as fmt
+
+    keyring = CountingKeyring()
+    manager = CachingMaterialsManager(keyring, LocalCache(10), max_age=300.0, max_messages=50)
+    for i in range(60):
+        context = {"n": str(i % 4), "purpose": "template"}
+        frame = 64 if i % 2 else 4096
+        message = envelope.encrypt(b"y" * (i * 3), materials_manager=manager, context=context, frame_length=frame,
+                                   required_context_keys=["n"] if i % 3 == 0 else None)
+        header = fmt.parse_header(message)[0]
+        assert fmt.serialize_header_body(header) == header.raw
+        assert header.frame_length == frame
+        expected = {"purpose": "template"} if i % 3 == 0 else context
+        assert header.encryption_context == expected
+        reproduced = {"n": context["n"]} if i % 3 == 0 else None
+        assert envelope.decrypt(message, keyring=keyring.inner, reproduced_context=reproduced).plaintext \
+            == b"y" * (i * 3)
+
+
+def test_a_template_never_outlives_its_materials() -> None:
+    import gc
+
+    from envelope import _api
+    from envelope._materials import EncryptionMaterials
+
+    suite = SUITES[0x0478]
+    seen = set()
+    for i in range(50):  # new materials, often at the id of the last ones
+        edk = EncryptedDataKey("ns", b"info-%d" % i, b"c" * 48)
+        materials = EncryptionMaterials(suite, bytes(32), (edk,), MappingProxyType({"i": str(i)}))
+        template = _api._template(materials, materials.context, 1024)
+        assert template == fmt_template(materials)
+        seen.add(id(materials))
+        del materials
+        gc.collect()
+    assert len(seen) < 50  # ids were reused, and no template came back for other materials
+
+
+def fmt_template(materials: object) -> tuple[bytes, bytes]:
+    from envelope import _format as fmt
+
+    return fmt.header_template(materials.suite, materials.context,  # type: ignore[attr-defined]
+                               materials.encrypted_data_keys, 1024)  # type: ignore[attr-defined]
