@@ -48,3 +48,13 @@ def test_derive_key_bytes_like_inputs_match() -> None:
     data_key, message_id = os.urandom(32), os.urandom(32)
     assert crypto.derive_key(suite, bytearray(data_key), message_id) == _reference(suite, data_key, message_id)
     assert crypto.derive_key(suite, memoryview(data_key), message_id) == _reference(suite, data_key, message_id)
+
+
+def test_hmac_sha512_matches_hmac_digest_on_random_inputs() -> None:
+    import hmac
+
+    rng = random.Random(512)
+    for key_length in (0, 1, 31, 32, 64, 127, 128, 129, 200, 300):
+        for message_length in (0, 1, 11, 32, 128, 1000):
+            key, message = rng.randbytes(key_length), rng.randbytes(message_length)
+            assert crypto.hmac_sha512(key, message) == hmac.digest(key, message, "sha512")
