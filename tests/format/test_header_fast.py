@@ -36,6 +36,8 @@ def _agree(buf: bytes, limit: int | None = None) -> bool:
     slow = _slow(buf, limit)
     assert slow is not None, "the fast path accepted a header the cursor parser refuses"
     assert fast == slow
+    assert fast[0].__dict__ == slow[0].__dict__  # _format._header makes what Header(...) makes
+    assert type(fast[0]) is fmt.Header
     assert fast[0].raw == slow[0].raw  # not part of Header equality
     assert [type(x) for x in (fast[0].message_id, fast[0].commitment, fast[1].iv, fast[1].tag)] == [bytes] * 4
     return True
