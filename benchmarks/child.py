@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from .small_group import small_child
+
 CONTEXT = {"purpose": "benchmark"}
 #: The ESDK stream is read in chunks of max(frame length, 32 KiB), the fastest way measured here of four
 #: (iterating the stream, which yields 8 KiB lines; reads of one frame; of 8 frames; of 1 MiB). With 1 MiB
@@ -362,6 +364,7 @@ OPS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "esdk-kms-small": esdk_kms_small,
     "s3-boto3": s3_boto3,
     "s3-envelope": s3_envelope,
+    "small": small_child,
 }
 
 

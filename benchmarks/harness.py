@@ -30,10 +30,11 @@ from . import report, tools
 from .dask_group import group_dask
 from .report import fmt_size, frame_tag
 from .signed_group import group_signed
+from .small_group import group_small
 from .tools import CommandFailed, Run, Skip
 
 GROUPS = ("files", "pipes", "limits", "suites", "rss", "startup", "many", "kms", "coldstart", "s3", "rewrap", "dask",
-          "signed")
+          "signed", "small")
 GROUP_HELP = {
     "files": "file encrypt/decrypt: envelope CLI and library, ESDK library (2 frame lengths) and CLI, age, cp",
     "pipes": "cat f | TOOL | cat > out for the same tools, and cat | cat",
@@ -51,6 +52,8 @@ GROUP_HELP = {
     "dask": "the many-files set with --dask (a standing 2-worker LocalCluster, and local:2) vs --workers 2",
     "signed": "suite 0x0578 (CLI file and pipe, library) vs SHA-384 of the same file (openssl dgst, hashlib, "
               "cat | openssl dgst)",
+    "small": "1 KiB one-shot encrypt/decrypt with a raw AES key, us per message: envelope and the ESDK, without and "
+             "with their data-key caches",
 }
 CONTEXT_ARG = "purpose=benchmark"
 ESDK_SUITE = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"  # 0x0478, envelope's default: same suite for every peer
@@ -79,7 +82,7 @@ def parse_size(text: str) -> int:
 class Case:
     id: str
     label: str
-    unit: str  # "MB/s" (payload bytes), "ms", "files/s" or "msgs/s" (payload items)
+    unit: str  # "MB/s" (payload bytes), "ms", "files/s" or "msgs/s" (payload items), "us/msg" (time per item)
     payload: int
     run: Callable[[], Run]
     after: Callable[[], None] | None = None  # after every repetition (remove the output)
@@ -214,6 +217,8 @@ class Bench:
     def _value(case: Case, seconds: float) -> float:
         if case.unit == "ms":
             return seconds * 1000
+        if case.unit == "us/msg":  # the child's time for ``payload`` messages
+            return seconds * 1e6 / case.payload
         if case.unit == "MB/s":
             return case.payload / seconds / 1e6
         return case.payload / seconds
@@ -817,6 +822,7 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "rewrap": group_rewrap,
     "dask": group_dask,
     "signed": group_signed,
+    "small": group_small,
 }
 
 

@@ -13,23 +13,35 @@ from __future__ import annotations
 
 import io
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, BinaryIO
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import _crypto as crypto
 from ._format import (
+    FINAL_CONTENT,
+    FINAL_FRAME_MARKER,
+    FINAL_FRAME_STRING,
+    FINAL_IV,
+    FINAL_LENGTH,
+    FINAL_PREFIX,
     SIGNATURE_LENGTH,
+    WRITER_IV,
     Footer,
     Header,
     HeaderAuth,
+    body_aad,
     check_frame_length,
     footer_length,
     framed_layout,
     header_auth_bytes,
     header_tag_aad,
+    header_template,
     new_header,
     parse_footer,
     parse_header,
@@ -217,7 +229,27 @@ def _split_context(materials: EncryptionMaterials, requested: frozenset[str]
     return stored, {k: materials.context[k] for k in sorted(keys)}
 
 
-@dataclass(frozen=True)
+#: Header templates of materials that serve many messages (the data-key cache's: their context is a read-only
+#: MappingProxyType), by id(materials); each entry holds a weak reference to its materials, so an id reused by
+#: other materials never matches (the reference is dead or is another object). At most _TEMPLATES_SIZE.
+_TEMPLATES: dict[int, tuple[weakref.ref[EncryptionMaterials], Mapping[str, str], int, tuple[bytes, bytes]]] = {}
+_TEMPLATES_SIZE = 64
+
+
+def _template(materials: EncryptionMaterials, stored: Mapping[str, str], frame_length: int) -> tuple[bytes, bytes]:
+    """The header bytes around the message ID and commitment for these materials, this stored context and frame
+    length (:func:`envelope._format.header_template`), made once per cached data key rather than per message."""
+    found = _TEMPLATES.get(id(materials))
+    if found is not None and found[0]() is materials and found[2] == frame_length and found[1] == stored:
+        return found[3]
+    template = header_template(materials.suite, stored, materials.encrypted_data_keys, frame_length)
+    if len(_TEMPLATES) >= _TEMPLATES_SIZE:
+        _TEMPLATES.clear()
+    _TEMPLATES[id(materials)] = (weakref.ref(materials), dict(stored), frame_length, template)
+    return template
+
+
+@dataclass(slots=True)
 class _Started:
     """A message whose header is ready: what the body and the footer need."""
 
@@ -238,7 +270,8 @@ def _start_message(manager: MaterialsManager, request: EncryptionRequest, frame_
     stored, required = _split_context(materials, request.required_context_keys)
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, materials.data_key, message_id)
-    header = new_header(suite, message_id, stored, materials.encrypted_data_keys, frame_length, commitment)
+    template = _template(materials, stored, frame_length) if type(materials.context) is MappingProxyType else None
+    header = new_header(suite, message_id, stored, materials.encrypted_data_keys, frame_length, commitment, template)
     aead = AESGCM(key)
     tag = crypto.header_tag(aead, crypto.ZERO_IV, header_tag_aad(header.raw, required))
     head = header.raw + header_auth_bytes(header.version, crypto.ZERO_IV, tag)
@@ -318,6 +351,15 @@ def _buffer_workers(size: int) -> int:
     return default_threads() + 1 if size >= 2 * BATCH_BYTES else 1
 
 
+def _seal_final_only(aead: AESGCM, message_id: bytes, data: memoryview) -> bytes:
+    """The body of a message shorter than one frame: its final frame (number 1) alone, the bytes
+    :func:`envelope._stream.seal_buffer` writes, made without the output buffer and the batch machinery it sets up
+    for large messages (a few us of a 1 KiB message). The layout is :mod:`envelope._format`'s."""
+    n = len(data)
+    return FINAL_PREFIX.pack(FINAL_FRAME_MARKER, 1, 1, n) + aead.encrypt(
+        WRITER_IV.pack(1), data, body_aad(message_id, FINAL_FRAME_STRING, 1, n))
+
+
 def encrypt(
     plaintext: bytes | bytearray | memoryview,
     *,
@@ -342,6 +384,8 @@ def encrypt(
     manager = _manager(keyring, materials_manager)
     started = _start_message(manager, EncryptionRequest(context, policy, suite, len(data), required_keys),
                              frame_length, max_encrypted_data_keys)
+    if started.signer is None and len(data) < frame_length:
+        return started.head + _seal_final_only(started.aead, started.header.message_id, data)
     head = len(started.head)
     body = sealed_length(len(data), frame_length)
     suite = started.header.suite
@@ -448,7 +492,7 @@ class _MemoryReader:
         return n
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Opened:
     """A message whose header authenticated: what reading the body needs."""
 
@@ -470,6 +514,14 @@ def _open_message(source: BinaryIO, manager: MaterialsManager, policy: Commitmen
     header and the reproduced pairs it does not store, section 6.4)."""
     header, auth, src = read_header(source, max_encrypted_data_keys=max_encrypted_data_keys,
                                     max_header_length=max_header_length)
+    return _open_header(header, auth, src, manager, policy, required_context, unsigned_only, max_frame_length,
+                        reproduced_context)
+
+
+def _open_header(header: Header, auth: HeaderAuth, src: Source, manager: MaterialsManager, policy: CommitmentPolicy,
+                 required_context: Mapping[str, str | None] | None, unsigned_only: bool, max_frame_length: int,
+                 reproduced_context: Mapping[str, str] | None) -> _Opened:
+    """:func:`_open_message` once the header is parsed (its limits enforced): ``src`` is at the body."""
     suite = header.suite
     check_decrypt_policy(suite, policy)
     if unsigned_only and suite.signed:
@@ -573,6 +625,29 @@ def _only_footer(tail: memoryview) -> Footer | None:
     return footer if end == len(tail) else None
 
 
+def _parse_in_memory(data: memoryview, max_encrypted_data_keys: int | None, max_header_length: int
+                     ) -> tuple[Header, HeaderAuth, int] | None:
+    """The header of a whole message in memory, parsed in place: what :func:`read_header` returns, without its
+    reads through a :class:`Source`. None when parsing fails in any way (truncated, malformed, over a limit):
+    the caller then runs :func:`read_header`, which raises the error it always raised."""
+    try:
+        header, auth, used = parse_header(data[:max_header_length], max_encrypted_data_keys=max_encrypted_data_keys)
+    except (FormatError, PolicyError):
+        return None
+    return header, auth, used
+
+
+def _open_final_only(aead: AESGCM, message_id: bytes, body: memoryview, length: int) -> bytes:
+    """The plaintext of a body that :func:`envelope._format.framed_layout` found to be its final frame alone (of
+    ``length`` bytes of content) and nothing after it: one AES-GCM call, no output buffer to set up. The same
+    check and error as :func:`envelope._stream.open_buffer`."""
+    try:
+        return aead.decrypt(body[FINAL_IV:FINAL_LENGTH], body[FINAL_CONTENT:],
+                            body_aad(message_id, FINAL_FRAME_STRING, 1, length))
+    except InvalidTag:
+        raise AuthenticationError("final frame 1 failed to authenticate (the message was changed)") from None
+
+
 def decrypt(
     message: bytes | bytearray | memoryview,
     *,
@@ -594,15 +669,25 @@ def decrypt(
     """
     data = memoryview(message).cast("B")
     manager = _manager(keyring, materials_manager)
-    opened = _open_message(_MemoryReader(data), manager,  # type: ignore[arg-type]
-                           resolve_policy(commitment_policy), required_context, unsigned_only,
-                           max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
+    policy = resolve_policy(commitment_policy)
+    parsed = _parse_in_memory(data, max_encrypted_data_keys, max_header_length)
+    if parsed is None:  # anything irregular: read_header says exactly what (and the same as decrypt_stream)
+        opened = _open_message(_MemoryReader(data), manager,  # type: ignore[arg-type]
+                               policy, required_context, unsigned_only,
+                               max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
+    else:
+        header, auth, used = parsed
+        source = Source(_MemoryReader(data[used:]), position=used)  # type: ignore[arg-type]
+        opened = _open_header(header, auth, source, manager, policy, required_context, unsigned_only,
+                              max_frame_length, reproduced_context)
     header, verifier = opened.header, opened.verifier
     body = data[opened.source.position:]
     layout = framed_layout(body, header.frame_length) if header.framed else None
     if layout is not None:
         end = layout[2]
         tail = body[end:]  # the footer (signed suites) and nothing else
+        if verifier is None and layout[0] == 0 and len(tail) == 0:
+            return DecryptResult(_open_final_only(opened.aead, header.message_id, body, layout[1]), header)
         footer = _only_footer(tail) if verifier is not None else None
         if (verifier is None and len(tail) == 0) or footer is not None:
             out, view = _result_buffer(layout[0] * header.frame_length + layout[1])

@@ -132,6 +132,8 @@ DEFAULT_MAX_BYTES = 2**63 - 1
 READ_AHEAD_BYTES = 1024 * 1024
 
 Clock = Callable[[], float]
+#: Cache identifiers each manager remembers (then it starts again).
+_ID_MEMO_SIZE = 1024
 
 _POLICY_BYTE = {
     CommitmentPolicy.FORBID_ENCRYPT_ALLOW_DECRYPT: b"\x01",
@@ -362,6 +364,8 @@ class CachingMaterialsManager(ReadsAhead):
         self._encrypt_prefix = hashlib.sha384(b"\x01\x00\x01\x00" + name + b"\x00")
         self._decrypt_prefix = hashlib.sha384(b"\x01\x00\x02\x00" + name + b"\x00")
         self._counts = dict.fromkeys((f.name for f in dataclasses.fields(CacheStats)), 0)
+        #: cache identifiers by what they are computed from (the encrypt and decrypt keys differ in shape)
+        self._ids: dict[tuple[object, ...], bytes] = {}
         self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -409,14 +413,29 @@ class CachingMaterialsManager(ReadsAhead):
         return min(READ_AHEAD_BYTES, self._limits.max_bytes)
 
     def _encrypt_id(self, request: EncryptionRequest) -> bytes:
-        h = self._encrypt_prefix.copy()
         suite = request.suite
+        context = serialize_context(request.context)
+        required = _required_suffix(request.required_context_keys) if request.required_context_keys else b""
+        # the identifier is a function of exactly these (partition aside: one memo per manager), so it is
+        # remembered by them: a SHA-384 per message is ~1 us of a small message
+        memo_key = (None if suite is None else suite.id, request.commitment_policy, context, required)
+        found = self._ids.get(memo_key)
+        if found is not None:
+            return found
+        h = self._encrypt_prefix.copy()
         h.update(b"\x00" if suite is None else b"\x01\x00" + suite.id.to_bytes(2, "big"))
         h.update(b"\x00" + _POLICY_BYTE[request.commitment_policy] + b"\x00")
-        h.update(serialize_context(request.context))
-        if request.required_context_keys:
-            h.update(_required_suffix(request.required_context_keys))
-        return h.digest()
+        h.update(context)
+        h.update(required)
+        return self._remember(memo_key, h.digest())
+
+    def _remember(self, memo_key: tuple[object, ...] | None, cache_id: bytes) -> bytes:
+        if memo_key is None:
+            return cache_id
+        if len(self._ids) >= _ID_MEMO_SIZE:
+            self._ids.clear()
+        self._ids[memo_key] = cache_id
+        return cache_id
 
     def _bypass(self, request: EncryptionRequest, reason: str) -> EncryptionMaterials:
         self._count(f"bypass_{reason}", "keyring_encrypt_calls")
@@ -455,14 +474,22 @@ class CachingMaterialsManager(ReadsAhead):
     # -- decrypt ----------------------------------------------------------------------------------------
 
     def _decrypt_id(self, request: DecryptionRequest) -> bytes:
+        context = serialize_context(request.context)
+        required = _required_suffix(request.required_context_keys) if request.required_context_keys else b""
+        memo_key: tuple[object, ...] | None = (request.suite.id, request.encrypted_data_keys, context, required)
+        try:  # as in _encrypt_id
+            found = self._ids.get(memo_key)  # type: ignore[arg-type]
+        except TypeError:  # unhashable EDKs (a list, bytearray fields: a custom caller): computed every time
+            memo_key, found = None, None
+        if found is not None:
+            return found
         h = self._decrypt_prefix.copy()
         h.update(request.suite.id.to_bytes(2, "big") + b"\x00")
         h.update(b"".join(sorted(edk.serialize() for edk in request.encrypted_data_keys)))
         h.update(b"\x00")
-        h.update(serialize_context(request.context))
-        if request.required_context_keys:
-            h.update(_required_suffix(request.required_context_keys))
-        return h.digest()
+        h.update(context)
+        h.update(required)
+        return self._remember(memo_key, h.digest())
 
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials:
         if not request.suite.cacheable:

@@ -112,8 +112,9 @@ class DefaultMaterialsManager:
         suite = request.suite or default_suite_for(request.commitment_policy)
         check_encrypt_policy(suite, request.commitment_policy)
         context = dict(request.context)
-        for key in sorted(request.required_context_keys - context.keys()):  # section 6.4 (the MPL's required-EC CMM)
-            raise UsageError(f"required encryption context key {key!r} is not in the encryption context")
+        if request.required_context_keys:  # section 6.4 (the MPL's required-EC CMM)
+            for key in sorted(request.required_context_keys - context.keys()):
+                raise UsageError(f"required encryption context key {key!r} is not in the encryption context")
         signing_key = None
         if suite.signed:
             if PUBLIC_KEY_CONTEXT_KEY in context:

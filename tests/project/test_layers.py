@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: the test modules that test a tool of the repository, and may therefore import it
 #: Tests of a tool itself may import it.
 TOOL_TESTS = {"tests/format/test_fuzz.py": {"fuzz"}, "tests/project/test_benchmarks_smoke.py": {"benchmarks"},
-              "tests/project/test_benchmarks_coldstart.py": {"benchmarks"}}
+              "tests/project/test_benchmarks_coldstart.py": {"benchmarks"},
+              "tests/project/test_benchmarks_small.py": {"benchmarks"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,0 +1,168 @@
+"""Issue 16: what the small-message fast paths remember never changes what the data-key cache does.
+
+The keyring is called exactly once per ceil(N / max_messages) messages; the remembered cache identifiers are the
+ones the formula gives and differ whenever an input of the formula differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import pytest
+
+import envelope
+from envelope._cache import CachingMaterialsManager, LocalCache
+from envelope._format import EncryptedDataKey, serialize_context
+from envelope._materials import DecryptionRequest, EncryptionRequest
+from envelope._suites import SUITES, AlgorithmSuite, CommitmentPolicy
+
+
+class CountingKeyring:
+    """A raw AES keyring that counts its calls (the ESDK's on_encrypt / on_decrypt)."""
+
+    def __init__(self) -> None:
+        self.inner = envelope.RawAesKeyring("count", "key", bytes(range(32)))
+        self.wraps = 0
+        self.unwraps = 0
+
+    def wrap(self, suite: AlgorithmSuite, context: Mapping[str, str], data_key: bytes | None = None
+             ) -> tuple[bytes, list[EncryptedDataKey]]:
+        self.wraps += 1
+        return self.inner.wrap(suite, context, data_key)
+
+    def unwrap(self, suite: AlgorithmSuite, context: Mapping[str, str], edks: Sequence[EncryptedDataKey]) -> bytes:
+        self.unwraps += 1
+        return self.inner.unwrap(suite, context, edks)
+
+
+@pytest.mark.parametrize(("messages", "max_messages"), [(1, 1), (7, 1), (100, 100), (101, 100), (250, 100),
+                                                         (1000, 7), (64, 3)])
+def test_keyring_calls_are_ceil_of_messages_over_max_messages(messages: int, max_messages: int) -> None:
+    keyring = CountingKeyring()
+    manager = CachingMaterialsManager(keyring, LocalCache(10), max_age=300.0, max_messages=max_messages)
+    made = [envelope.encrypt(b"x" * 1024, materials_manager=manager, context={"purpose": "count"})
+            for _ in range(messages)]
+    assert keyring.wraps == math.ceil(messages / max_messages)
+    assert manager.stats.keyring_encrypt_calls == keyring.wraps
+    # decrypt: one keyring call per distinct data key (decrypt entries are limited by age only)
+    reader = CachingMaterialsManager(keyring, LocalCache(1000), max_age=300.0)
+    for message in made:
+        assert envelope.decrypt(message, materials_manager=reader).plaintext == b"x" * 1024
+    assert keyring.unwraps == math.ceil(messages / max_messages)
+    for message in made:  # all hits now
+        envelope.decrypt(message, materials_manager=reader)
+    assert keyring.unwraps == math.ceil(messages / max_messages)
+
+
+def test_messages_of_different_contexts_never_share_a_data_key() -> None:
+    keyring = CountingKeyring()
+    manager = CachingMaterialsManager(keyring, LocalCache(10), max_age=300.0, max_messages=100)
+    for i in range(30):
+        envelope.encrypt(b"x", materials_manager=manager, context={"n": str(i % 3)})
+    assert keyring.wraps == 3
+    one = envelope.encrypt(b"x", materials_manager=manager, context={"n": "0"})
+    other = envelope.encrypt(b"x", materials_manager=manager, context={"n": "1"})
+    headers = [envelope.decrypt(m, keyring=keyring.inner).header for m in (one, other)]
+    assert headers[0].encrypted_data_keys != headers[1].encrypted_data_keys
+
+
+def _formula_encrypt(manager: CachingMaterialsManager, request: EncryptionRequest) -> bytes:
+    """The encrypt identifier of envelope._cache's documentation, computed from scratch."""
+    suite = request.suite
+    policy = {CommitmentPolicy.FORBID_ENCRYPT_ALLOW_DECRYPT: b"\x01",
+              CommitmentPolicy.REQUIRE_ENCRYPT_ALLOW_DECRYPT: b"\x02",
+              CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT: b"\x03"}[request.commitment_policy]
+    data = (b"\x01\x00\x01\x00" + manager.partition.encode() + b"\x00"
+            + (b"\x00" if suite is None else b"\x01\x00" + suite.id.to_bytes(2, "big"))
+            + b"\x00" + policy + b"\x00" + serialize_context(request.context))
+    if request.required_context_keys:
+        data += b"\x00" + serialize_context(dict.fromkeys(request.required_context_keys, ""))
+    return hashlib.sha384(data).digest()
+
+
+def _formula_decrypt(manager: CachingMaterialsManager, request: DecryptionRequest) -> bytes:
+    data = (b"\x01\x00\x02\x00" + manager.partition.encode() + b"\x00" + request.suite.id.to_bytes(2, "big")
+            + b"\x00" + b"".join(sorted(e.serialize() for e in request.encrypted_data_keys)) + b"\x00"
+            + serialize_context(request.context))
+    if request.required_context_keys:
+        data += b"\x00" + serialize_context(dict.fromkeys(request.required_context_keys, ""))
+    return hashlib.sha384(data).digest()
+
+
+def test_remembered_identifiers_are_the_formula_and_differ_with_every_input() -> None:
+    manager = CachingMaterialsManager(CountingKeyring(), LocalCache(10), max_age=300.0, partition="p")
+    policies = list(CommitmentPolicy)
+    requests = [EncryptionRequest(context, policy, suite, None, required)
+                for context in ({}, {"a": "1"}, {"a": "2"}, {"a": "1", "b": ""})
+                for policy in policies
+                for suite in (None, SUITES[0x0478], SUITES[0x0578])
+                for required in (frozenset(), frozenset(context))]
+    for _ in range(2):  # computed, then remembered
+        ids = [manager._encrypt_id(r) for r in requests]
+        assert ids == [_formula_encrypt(manager, r) for r in requests]
+    assert len({(r.context.items().__repr__(), r.commitment_policy, r.suite, r.required_context_keys)
+                for r in requests}) == len(set(ids))
+    edk = [EncryptedDataKey("ns", b"info-%d" % i, b"ct") for i in range(3)]
+    drequests = [DecryptionRequest(suite, edks, context, required)
+                 for suite in (SUITES[0x0478], SUITES[0x0578])
+                 for edks in ((edk[0],), (edk[1],), (edk[0], edk[1]), (edk[1], edk[0]))
+                 for context in ({"a": "1"}, {"a": "2"})
+                 for required in (frozenset(), frozenset({"a"}))]
+    for _ in range(2):
+        dids = [manager._decrypt_id(r) for r in drequests]
+        assert dids == [_formula_decrypt(manager, r) for r in drequests]
+    # EDK order does not matter to the formula (sorted); everything else does
+    assert len(set(dids)) == len(drequests) - len(drequests) // 4
+    other = CachingMaterialsManager(CountingKeyring(), LocalCache(10), max_age=300.0, partition="q")
+    assert other._encrypt_id(requests[1]) != manager._encrypt_id(requests[1])
+    listed = DecryptionRequest(SUITES[0x0478], list(edk), {"a": "1"})  # type: ignore[arg-type]
+    assert manager._decrypt_id(listed) == _formula_decrypt(manager, listed)  # unhashable: not remembered
+
+
+def test_cached_headers_are_the_bytes_of_a_fresh_serialisation() -> None:
+    from envelope import _format as fmt
+
+    keyring = CountingKeyring()
+    manager = CachingMaterialsManager(keyring, LocalCache(10), max_age=300.0, max_messages=50)
+    for i in range(60):
+        context = {"n": str(i % 4), "purpose": "template"}
+        frame = 64 if i % 2 else 4096
+        message = envelope.encrypt(b"y" * (i * 3), materials_manager=manager, context=context, frame_length=frame,
+                                   required_context_keys=["n"] if i % 3 == 0 else None)
+        header = fmt.parse_header(message)[0]
+        assert fmt.serialize_header_body(header) == header.raw
+        assert header.frame_length == frame
+        expected = {"purpose": "template"} if i % 3 == 0 else context
+        assert header.encryption_context == expected
+        reproduced = {"n": context["n"]} if i % 3 == 0 else None
+        assert envelope.decrypt(message, keyring=keyring.inner, reproduced_context=reproduced).plaintext \
+            == b"y" * (i * 3)
+
+
+def test_a_template_never_outlives_its_materials() -> None:
+    import gc
+
+    from envelope import _api
+    from envelope._materials import EncryptionMaterials
+
+    suite = SUITES[0x0478]
+    seen = set()
+    for i in range(50):  # new materials, often at the id of the last ones
+        edk = EncryptedDataKey("ns", b"info-%d" % i, b"c" * 48)
+        materials = EncryptionMaterials(suite, bytes(32), (edk,), MappingProxyType({"i": str(i)}))
+        template = _api._template(materials, materials.context, 1024)
+        assert template == fmt_template(materials)
+        seen.add(id(materials))
+        del materials
+        gc.collect()
+    assert len(seen) < 50  # ids were reused, and no template came back for other materials
+
+
+def fmt_template(materials: object) -> tuple[bytes, bytes]:
+    from envelope import _format as fmt
+
+    return fmt.header_template(materials.suite, materials.context,  # type: ignore[attr-defined]
+                               materials.encrypted_data_keys, 1024)  # type: ignore[attr-defined]
