@@ -79,5 +79,7 @@ def test_fifty_cold_starts_with_half_of_kms_throttled(services_env: ServicesEnv,
           f"INIT budget retries (botocore gave up after 5 attempts) {retries}; slowest start {slowest:.1f} s; "
           f"wall {wall:.1f} s")
     assert failed == []
-    assert services_proxy.calls("Decrypt") == 3 * PROCESSES  # each secret opened once, by one successful Decrypt
+    # each secret opened once, by one successful Decrypt; a request moto answered after the client's read timeout
+    # (2 cores, 50 processes and moto) is retried and reaches moto twice: a few such, never a second data key each
+    assert 3 * PROCESSES <= services_proxy.calls("Decrypt") <= 3 * PROCESSES + PROCESSES // 10
     assert services_proxy.throttled["Decrypt"] >= 0.45 * services_proxy.received["Decrypt"]  # every second one
