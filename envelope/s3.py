@@ -147,6 +147,10 @@ PART_BUFFERS = PARTS_IN_FLIGHT
 #: Seconds to wait for an answer per attempt (botocore's default): suits an 8 MiB part on a slow link.
 DEFAULT_READ_TIMEOUT = 60.0
 MAX_KEY_BYTES = 1024
+#: The checksum of every part, declared at CreateMultipartUpload (as boto3's upload_file does): S3 then checks
+#: each part's CRC32 (botocore computes it) and keeps a composite of them, instead of computing a full-object
+#: checksum of its own (CRC64NVME) over the whole object at CompleteMultipartUpload.
+_PART_CHECKSUM = "CRC32"
 #: Reads copy from the response stream in chunks of at most this size (bounded temporaries).
 _CHUNK = 1 * MIB
 #: Read-ahead: each GET that continues where the last ended asks for twice as much, up to this.
@@ -895,7 +899,8 @@ class S3Writer:
             self._creating.set()
         try:
             response = _call(self._client, "create_multipart_upload", "CreateMultipartUpload", self.url, "write",
-                             True, Bucket=self.url.bucket, Key=self.url.key, **self._extra)
+                             True, Bucket=self.url.bucket, Key=self.url.key, ChecksumAlgorithm=_PART_CHECKSUM,
+                             **self._extra)
             upload_id = response.get("UploadId")
             if not isinstance(upload_id, str) or not upload_id:
                 raise StorageError(f"cannot write {self.url}: S3 returned no UploadId", location=str(self.url),
@@ -915,7 +920,7 @@ class S3Writer:
     def _upload_part(self, number: int, body: bytearray) -> dict[str, Any]:
         response = _call(self._client, "upload_part", "UploadPart", self.url, f"upload part {number} of", True,
                          Bucket=self.url.bucket, Key=self.url.key, UploadId=self._upload_id, PartNumber=number,
-                         Body=body, **self._repeat)
+                         Body=body, ChecksumAlgorithm=_PART_CHECKSUM, **self._repeat)
         etag = response.get("ETag")
         if not isinstance(etag, str) or not etag:
             raise StorageError(f"cannot write {self.url}: S3 returned no ETag for part {number}",
