@@ -87,7 +87,7 @@ def test_peak_rss_does_not_grow_with_the_object(aws_env: AwsEnv, tmp_path: Path)
     aws_env.create_bucket(BUCKET)
     small = _run(tmp_path, 16 * MIB, "small.enc")
     large = _run(tmp_path, 160 * MIB, "large.enc")
-    parts = (s3.PARTS_IN_FLIGHT + 1) * s3.DEFAULT_PART_SIZE / MIB
+    parts = s3.PART_BUFFERS * s3.DEFAULT_PART_SIZE / MIB
     report = (f"peak RSS: 16 MiB object {small['peak']:.1f} MiB, 160 MiB object {large['peak']:.1f} MiB; floor "
               f"(Python + envelope + boto3 + S3 client) {large['floor']:.1f} MiB; part buffers {parts:.0f} MiB")
     print(report)
