@@ -35,7 +35,7 @@ def test_s3_group(tmp_path: Path) -> None:
                   "S3 decrypt S3 -> local: envelope.s3 / boto3 download_file (no encryption)"):
         assert ratios[label]["status"] in ("PASS", "MISS")
         assert ratios[label]["target"] == ">= 0.8x"
-    rss = ratios["peak RSS, every envelope.s3 run (64 MiB + 3 part buffers of 8 MiB)"]
+    rss = ratios["peak RSS, every envelope.s3 run (64 MiB + 2 part buffers of 8 MiB)"]
     assert rss["status"] in ("PASS", "MISS") and rss["value"] > 0
     assert "== s3" in done.stdout
     assert list(work.iterdir()) == []
