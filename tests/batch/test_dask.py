@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -483,7 +484,10 @@ def test_worker_teardown_aborts_its_pending_uploads(dask_s3: Cluster, s3_env: An
     address = next(iter(dask_s3.worker_pids()))
     dask_s3.client.run(_start_an_upload, f"s3://{TEST_BUCKET}/pending", workers=[address])
     assert len(s3_env.pending_uploads(TEST_BUCKET)) == 1
-    dask_s3.client.restart_workers([address])  # a graceful close: the plugin's teardown runs
+    dask_s3.client.restart_workers([address], timeout=120)  # a graceful close: the plugin's teardown runs
+    deadline = time.monotonic() + 30  # under load the abort may land just after the restart is acknowledged
+    while s3_env.pending_uploads(TEST_BUCKET) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert s3_env.pending_uploads(TEST_BUCKET) == []
     dask_s3.client.wait_for_workers(2, timeout=60)
 
