@@ -120,6 +120,13 @@ def descriptor_of(path: str) -> int | None:
     return None
 
 
+def _names_descriptor(absolute: str) -> bool:
+    """``absolute`` is itself one of the names :func:`descriptor_of` knows (``/dev/stdout``, ``/dev/fd/3``).
+    Any other path that is not a symlink names no descriptor: :func:`descriptor_of` would only find that out
+    with a ``readlink`` (for each output under ``/dev/shm``, say)."""
+    return absolute in _STANDARD or _FD_PATH.fullmatch(absolute) is not None
+
+
 @functools.lru_cache(maxsize=4096)
 def _real_folder(folder: str) -> str:
     """The resolved form of an absolute folder path (planning asks for the same few folders many times)."""
@@ -138,7 +145,8 @@ def in_system_folder(path: str) -> bool:
     return _in_system_folder(_where(path)[0])
 
 
-def _in_system_folder(folder: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _in_system_folder(folder: str) -> bool:  # cached: every output of a run is in one of a few folders
     def under(tops: tuple[str, ...]) -> bool:
         return any(folder == top or folder.startswith(top + "/") for top in tops)
 
@@ -385,7 +393,7 @@ class _Output:
             raise FileProblem("cannot write", exc, location) from None
         self.info = link
         is_link = link is not None and stat.S_ISLNK(link.st_mode)
-        if is_link or os.path.abspath(location).startswith(_SYSTEM):
+        if is_link or _names_descriptor(os.path.abspath(location)):
             self.fd = descriptor_of(location)
             if self.fd is not None:
                 return
