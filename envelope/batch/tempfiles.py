@@ -236,11 +236,21 @@ class NamedFile:
 
 def _link_descriptor(fd: int, path: str) -> None:
     """Give the open unnamed file ``fd`` the name ``path`` (fails with FileExistsError if ``path`` exists)."""
-    proc = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # this process's, also in a worker
-    try:
-        os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
-    finally:
-        os.close(proc)
+    # linkat(proc, "N", ..., AT_SYMLINK_FOLLOW) (os.link without a dir_fd calls link(2), which does not follow)
+    os.link(str(fd), path, src_dir_fd=_proc_fds(), follow_symlinks=True)
+
+
+_PROC_DIR: dict[int, int] = {}  # process id -> its /proc/self/fd folder, opened once (not once per file)
+
+
+def _proc_fds() -> int:
+    """This process's ``/proc/self/fd``, open. Kept per process id: a forked worker inherits its parent's,
+    which lists the parent's descriptors."""
+    pid = os.getpid()
+    fd = _PROC_DIR.get(pid)
+    if fd is None:
+        fd = _PROC_DIR[pid] = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fd
 
 
 class UnnamedFile:

@@ -101,17 +101,23 @@ def in_processes(tasks: list[Task], run: Run, workers: int) -> Iterator[Outcome]
 
     Forking happens here, before the caller starts a thread (a progress bar); the CLI's only other thread is
     its signal watcher, which holds no lock while it waits (cli/envelope_cli/signals.py)."""
+    import gc
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context(_start_method())
     chunk = chunk_size(len(tasks), workers)
     executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(run,))
+    # Forked workers share this process's memory until they write to it, and the garbage collector writes to
+    # every object it visits (the plan, the imported modules): frozen, the workers' collections skip them.
+    gc.freeze()
     try:
         outcomes = executor.map(_work, tasks, chunksize=chunk)  # submits every chunk: forks the workers
     except BaseException:
         executor.shutdown(wait=True, cancel_futures=True)
         raise
+    finally:
+        gc.unfreeze()  # in this process only; the workers keep theirs frozen
     return _collect(executor, outcomes)
 
 

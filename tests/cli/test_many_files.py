@@ -85,3 +85,23 @@ def test_the_default_runs_little_work_in_one_process(monkeypatch: pytest.MonkeyP
     assert default_workers(_tasks(20, 1024, "s3://bucket")) == 2  # remote objects: mostly waiting
     monkeypatch.setattr(workers, "cores", lambda: 1)
     assert default_workers(_tasks(10_000, 16 * 1024)) == 1
+
+
+
+def test_a_forked_worker_links_through_its_own_descriptors(tmp_path: Path) -> None:
+    """Unnamed outputs get their names through /proc/self/fd, opened once per process: a worker forked after
+    this process opened it must not use the inherited one, which lists this process's descriptors."""
+    from envelope.batch import tempfiles
+
+    tempfiles._proc_fds()  # this process's, as after an inline run
+    pid = os.fork()
+    if pid == 0:  # the worker: a descriptor this process has and its parent never had
+        code = 1
+        try:
+            fd = os.open(tmp_path, os.O_RDONLY)
+            os.stat(str(fd), dir_fd=tempfiles._proc_fds())
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
