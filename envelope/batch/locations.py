@@ -188,11 +188,14 @@ class Planned(NamedTuple):
 
 class Entry(NamedTuple):
     """One input found by :meth:`Kind.expand`: its location, its name relative to what the user named (with
-    ``-r``: the path inside the folder; else the base name), and its size when known without opening it."""
+    ``-r``: the path inside the folder; else the base name), and its size when known without opening it.
+    ``holds``: what :meth:`Kind.holds` says of it, when the listing found that out anyway (a folder walk has
+    each file's device and inode), so that planning does not ask again; None: not known, planning asks."""
 
     location: str
     relative: str
     size: int | None
+    holds: Hashable | None = None
 
 
 class Kind:
