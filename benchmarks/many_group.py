@@ -9,7 +9,9 @@ a command (start-up, planning), so the notes can split each figure into that and
     seconds = fixed + files x (per_file + bytes x per_byte)
 
 solved from the two sets (same fixed cost, same per-file and per-byte cost): the per-file overhead in µs is
-what a file costs besides its bytes (open, header, key wrap, temporary file, link, close).
+what a file costs besides its bytes (open, header, key wrap, temporary file, link, close). Each run's CPU
+seconds (user + system, the command and its worker processes) go beside its wall time, in results.json
+(``cpu_seconds``) and the notes: on a shared machine they show the work when the wall clock shows the load.
 """
 
 from __future__ import annotations
@@ -110,8 +112,25 @@ def group_many(b: Bench) -> None:
                       1, _runner([exe, "encrypt", "-r", str(one), "-o", str(dst), *keys, "--workers", "1", "-c",
                                   CONTEXT_ARG], dst), b.removing(dst), _expect(dst, 1), True,
                       {"files": 1, "file_size": SETS[0].size}))
+    cpu: dict[str, list[float]] = {}
+    for case in cases:
+        case.run = _counting_cpu(case.run, cpu.setdefault(case.id, []))
     b.measure(cases, b.args.reps)
+    for case_id, seconds in cpu.items():
+        if case_id in b.results and seconds:
+            b.results[case_id]["cpu_seconds"] = [round(s, 4) for s in seconds]
     _notes(b, counts)
+
+
+def _counting_cpu(run: Callable[[], Run], into: list[float]) -> Callable[[], Run]:
+    """``run``, keeping each run's CPU seconds (all its processes): on a shared machine the wall clock says
+    how long it took, this says how much work it was."""
+    def counted() -> Run:
+        result = run()
+        if result.cpu is not None:
+            into.append(result.cpu)
+        return result
+    return counted
 
 
 def _runner(cmd: list[str], dst: Path) -> Callable[[], Run]:
@@ -121,33 +140,51 @@ def _runner(cmd: list[str], dst: Path) -> Callable[[], Run]:
     return run
 
 
-def _median(b: Bench, case: str) -> float | None:
+def _median(b: Bench, case: str, key: str = "seconds") -> float | None:
     row = b.results.get(case)
-    return statistics.median(row["seconds"]) if row else None
+    return statistics.median(row[key]) if row and row.get(key) else None
+
+
+def _split(fixed: float | None, per_file: dict[int, float]) -> str | None:
+    """From seconds per file of the two sets (the command's fixed cost taken off): what a file costs besides
+    its bytes, and the bytes' speed."""
+    if fixed is None or len(per_file) != 2:
+        return None
+    (s1, x1), (s2, x2) = sorted(per_file.items())
+    per_byte = (x2 - x1) / (s2 - s1)
+    if per_byte <= 0:
+        return "n/a (per-byte cost not positive)"
+    return f"{(x1 - s1 * per_byte) * 1e6:,.0f} µs + {1 / per_byte / 1e6:,.0f} MB/s"
 
 
 def _notes(b: Bench, counts: dict[str, tuple[int, int]]) -> None:
-    """Files/s and µs per file of every way beside cp -r; the per-file overhead, solved from the two sets."""
-    fixed = _median(b, "many/one/workers-1/encrypt")
+    """Files/s and µs per file of every way beside cp -r; the per-file overhead, solved from the two sets, in
+    wall time and in CPU time (the fixed cost of a command from the one-file run)."""
+    one = "many/one/workers-1/encrypt"
+    fixed, fixed_cpu = _median(b, one), _median(b, one, "cpu_seconds")
     for op in ("encrypt", "decrypt"):
         for way, _ in WAYS:
-            parts, per_file = [], {}
+            parts: list[str] = []
+            wall: dict[int, float] = {}
+            cpu: dict[int, float] = {}
             for name, (count, size) in counts.items():
-                t, cp = _median(b, f"many/{name}/{way}/{op}"), _median(b, f"many/{name}/cp")
+                case = f"many/{name}/{way}/{op}"
+                t, c, cp = _median(b, case), _median(b, case, "cpu_seconds"), _median(b, f"many/{name}/cp")
                 if t is None:
                     continue
                 text = f"{name}: {count / t:,.0f} files/s, {t * 1e6 / count:,.0f} µs/file"
+                if c is not None:
+                    text += f" (CPU {c * 1e6 / count:,.0f} µs/file)"
+                    if fixed_cpu is not None:
+                        cpu[size] = (c - fixed_cpu) / count
                 if cp is not None:
-                    text += f" (cp -r {count / cp:,.0f} files/s, {cp * 1e6 / count:,.0f} µs/file)"
+                    text += f", cp -r {count / cp:,.0f} files/s"
                 parts.append(text)
                 if fixed is not None:
-                    per_file[size] = (t - fixed) / count  # seconds per file, the command's fixed cost taken off
-            if len(per_file) == 2:
-                (s1, x1), (s2, x2) = sorted(per_file.items())
-                per_byte = (x2 - x1) / (s2 - s1)
-                overhead = x1 - s1 * per_byte
-                parts.append(f"per-file overhead {overhead * 1e6:,.0f} µs, bytes {1 / per_byte / 1e6:,.0f} MB/s "
-                             f"(fixed {fixed:.2f} s per command)" if per_byte > 0 else
-                             f"per-file overhead n/a (per-byte cost not positive; fixed {fixed:.2f} s)")
+                    wall[size] = (t - fixed) / count
+            split_wall, split_cpu = _split(fixed, wall), _split(fixed_cpu, cpu)
+            if split_wall:
+                parts.append(f"per file: {split_wall} (wall), {split_cpu or 'n/a'} (CPU); fixed per command "
+                             f"{fixed:.2f} s wall, {fixed_cpu or 0:.2f} s CPU")
             if parts:
                 b.notes.append(f"many {op}, {way}: " + "; ".join(parts))
