@@ -51,7 +51,7 @@ are what travels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from ..errors import UsageError
@@ -245,6 +245,12 @@ class Kind:
         """Planning, before any work: refuse an output that cannot be written (a folder, say), and tell where it
         goes, what it would overwrite and whether it exists (see :class:`Planned`)."""
         return Planned((self.name, location), None, False)
+
+    def plan_outputs(self, locations: Sequence[str]) -> Iterator[Planned]:
+        """:meth:`plan_output` of each of ``locations`` (all of this kind), in order and lazily, so that a refusal
+        comes where that output is in the plan. A kind may answer for many at once (local files: one listing of
+        an empty output folder instead of one lookup per output)."""
+        return (self.plan_output(location) for location in locations)
 
     def holds(self, location: str) -> Hashable | None:
         """Planning: what an input holds, in the terms of :attr:`Planned.overwrites` (a run refuses to write

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Literal, NamedTuple
 
-from .locations import Walk, kind_of
+from .locations import Kind, Walk, kind_of
 
 __all__ = ["Naming", "Plan", "Task", "in_this_process", "plan_pairs", "plan_tasks"]
 
@@ -184,8 +184,13 @@ def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, 
             held.setdefault(key, f"the input {task.source!r}")
     seen: dict[Hashable, Task] = {}
     existing: set[Task] = set()
-    for task in tasks:
-        planned = kind_of(task.destination).plan_output(task.destination)
+    kinds = [kind_of(task.destination) for task in tasks]
+    destinations: dict[Kind, list[str]] = {}
+    for task, kind in zip(tasks, kinds, strict=True):
+        destinations.setdefault(kind, []).append(task.destination)
+    answers = {kind: kind.plan_outputs(locations) for kind, locations in destinations.items()}
+    for task, kind in zip(tasks, kinds, strict=True):
+        planned = next(answers[kind])
         if planned.exists and skip_existing:
             existing.add(task)  # nothing is written there: it can neither collide nor overwrite
             continue
@@ -193,9 +198,9 @@ def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, 
             if key is None:
                 continue
             victim = held.get(key)
-            if victim == f"the input {task.source!r}":
-                raise _usage(f"input {task.source!r} would be overwritten by its own output")
             if victim is not None:
+                if victim == f"the input {task.source!r}":
+                    raise _usage(f"input {task.source!r} would be overwritten by its own output")
                 raise _usage(f"the output {task.destination!r} of input {task.source!r} would overwrite {victim}")
             if key in seen and seen[key] is not task:
                 raise _usage(f"inputs {seen[key].source!r} and {task.source!r} would both be written to "

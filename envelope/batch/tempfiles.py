@@ -240,16 +240,17 @@ def _link_descriptor(fd: int, path: str) -> None:
     os.link(str(fd), path, src_dir_fd=_proc_fds(), follow_symlinks=True)
 
 
-_PROC_DIR: dict[int, int] = {}  # process id -> its /proc/self/fd folder, opened once (not once per file)
+#: (process id, path) -> that process's /proc/self/fd folder, opened once (not once per file)
+_PROC_DIR: dict[tuple[int, str], int] = {}
 
 
 def _proc_fds() -> int:
     """This process's ``/proc/self/fd``, open. Kept per process id: a forked worker inherits its parent's,
-    which lists the parent's descriptors."""
-    pid = os.getpid()
-    fd = _PROC_DIR.get(pid)
+    which lists the parent's descriptors. Where it cannot be opened, the OSError says why, each time."""
+    key = (os.getpid(), _PROC_FD)
+    fd = _PROC_DIR.get(key)
     if fd is None:
-        fd = _PROC_DIR[pid] = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = _PROC_DIR[key] = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     return fd
 
 

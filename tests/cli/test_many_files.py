@@ -105,3 +105,26 @@ def test_a_forked_worker_links_through_its_own_descriptors(tmp_path: Path) -> No
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_outputs_into_an_empty_folder_are_planned_from_one_listing(tmp_path: Path) -> None:
+    """An empty or missing output folder is listed once instead of looking up each output; a folder with
+    anything in it is asked name by name, so an existing output is still refused before any work."""
+    from envelope.batch.files import LocalFiles
+
+    kind = LocalFiles()
+    (tmp_path / "empty").mkdir()
+    names = [str(tmp_path / folder / f"f{i}") for folder in ("empty", "missing") for i in range(3)]
+    planned = list(kind.plan_outputs(names))
+    assert [p.exists for p in planned] == [False] * 6
+    assert [p.identity for p in planned] == [kind.plan_output(n).identity for n in names]
+    (tmp_path / "empty" / "f1").write_bytes(b"there")
+    assert [p.exists for p in kind.plan_outputs(names[:3])] == [False, True, False]
+    key_file(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a").write_bytes(b"a")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.encrypted").write_bytes(b"mine")
+    refused = envelope("encrypt", "-r", "in", "-o", "out", "-k", "k.key", cwd=tmp_path)
+    assert refused.returncode == 2 and b"already exists" in refused.stderr
+    assert (tmp_path / "out" / "a.encrypted").read_bytes() == b"mine"
