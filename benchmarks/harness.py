@@ -42,7 +42,7 @@ GROUP_HELP = {
     "suites": "envelope library, suites 0x0478/0x0578 x frame lengths 4 KiB/64 KiB/1 MiB",
     "rss": "peak RSS of envelope CLI and library runs at size/8 and size, both suites",
     "startup": "CLI start-up: --version, and decrypting a 1 KiB message (local key, KMS on moto)",
-    "many": "many 64 KiB files with envelope -r, --workers 1 vs 2",
+    "many": "10x--files files of 16 KiB and --files of 1 MiB with envelope -r: --workers 1, 2, default; cp -r",
     "kms": "1 KiB messages under KMS on moto: envelope and ESDK, without and with the data-key cache",
     "coldstart": "a fresh process decrypting 3 secrets under KMS on moto: envelope.aws.load_env vs the Lambda "
                  "console's boto3 snippet",
@@ -641,55 +641,11 @@ def _settle() -> None:
         os.sync()
 
 
-def _count_files(folder: Path) -> int:
-    return sum(1 for p in folder.rglob("*") if p.is_file())
-
-
 def group_many(b: Bench) -> None:
-    try:
-        exe = b.envelope_cli()
-    except Skip as exc:
-        b.skip("many files", str(exc))
-        return
-    key = b.key()
-    count, each = b.args.files, 64 * 1024
-    src = b.ws / "many-in"
-    if not src.exists():
-        b.log(f"writing {count} files of {fmt_size(each)}")
-        src.mkdir()
-        for i in range(count):
-            tools.write_random(src / f"f{i:05d}.bin", each)
+    """Issue 16's many files: see benchmarks/many_group.py."""
+    from .many_group import group_many as measure_many
 
-    def expect(folder: Path) -> Callable[[], None]:
-        def check() -> None:
-            found = _count_files(folder)
-            if found != count:
-                raise ValueError(f"{folder.name} holds {found} files, expected {count}")
-        return check
-
-    def make_ct(p: Path) -> None:
-        p.mkdir(parents=True)
-        tools.run_command([exe, "encrypt", "-r", str(src), "-o", str(p), "--key", f"file:{key}", "-c",
-                           CONTEXT_ARG])
-        expect(p)()
-    try:
-        ct = b.prepare(f"{count} encrypted files", make_ct, "many-ct")
-    except CommandFailed as exc:
-        b.skip("many files", f"envelope encrypt -r failed: {exc}")
-        return
-    cases = []
-    for workers in (1, 2):
-        for op, folder in (("encrypt", src), ("decrypt", ct)):
-            dst = b.out(f"many-{op}-w{workers}")
-
-            def run(op: str = op, folder: Path = folder, dst: Path = dst, workers: int = workers) -> Run:
-                dst.mkdir(parents=True, exist_ok=True)
-                cmd = [exe, op, "-r", str(folder), "-o", str(dst), "--key", f"file:{key}", "--workers", str(workers)]
-                return tools.run_command(cmd + (["-c", CONTEXT_ARG] if op == "encrypt" else []))
-            cases.append(Case(f"many/workers-{workers}/{op}", f"{op} -r {count} x {fmt_size(each)}, --workers "
-                              f"{workers}", "files/s", count, run, b.removing(dst), expect(dst), True,
-                              {"files": count, "file_size": each, "workers": workers}))
-    b.measure(cases, b.args.reps)
+    measure_many(b)
 
 
 def group_kms(b: Bench) -> None:
@@ -844,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reps", type=int, help="repetitions per figure, the median is reported (default 5; "
                         "--quick 3)")
     parser.add_argument("--startup-reps", type=int, help="repetitions for start-up times (default 15; --quick 5)")
-    parser.add_argument("--files", type=int, help="files in the many-files group (default 1000; --quick 100)")
+    parser.add_argument("--files", type=int, help="files in the many-files group: that many of 1 MiB and ten times as "
+                        "many of 16 KiB (default 1000; --quick 100)")
     parser.add_argument("--messages", type=int, help="1 KiB messages per run in the kms group (default 500; "
                         "--quick 50)")
     parser.add_argument("--groups", help=f"comma-separated groups to run (default all: {','.join(GROUPS)})")

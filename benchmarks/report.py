@@ -86,10 +86,15 @@ def ratio_specs(default_frame: int) -> list[RatioSpec]:
                   time_ratio=True),
         RatioSpec("start-up: envelope decrypt 1 KiB, KMS / ESDK CLI decrypt 1 KiB, KMS (time)",
                   "startup/envelope/decrypt-kms", "startup/esdk-cli/decrypt-kms", None, "#6", time_ratio=True),
-        RatioSpec("many files encrypt: 2 workers / 1 worker", "many/workers-2/encrypt", "many/workers-1/encrypt",
-                  (">=", 1.6), "#6"),
-        RatioSpec("many files decrypt: 2 workers / 1 worker", "many/workers-2/decrypt", "many/workers-1/decrypt",
-                  (">=", 1.6), "#6"),
+        *[RatioSpec(f"many files {op}, {what}: {way} / --workers 1", f"many/{name}/{key}/{op}",
+                    f"many/{name}/workers-1/{op}", target, "#16")
+          for op in ("encrypt", "decrypt")
+          for name, what, two in (("16k", "16 KiB", 1.7), ("1m", "1 MiB", 1.9))
+          for way, key, target in (("--workers 2", "workers-2", (">=", two)), ("default workers", "default",
+                                                                               (">=", 1.0)))],
+        *[RatioSpec(f"many files {op}, {what}: envelope --workers 2 / cp -r", f"many/{name}/workers-2/{op}",
+                    f"many/{name}/cp", None, "#16")
+          for op in ("encrypt", "decrypt") for name, what in (("16k", "16 KiB"), ("1m", "1 MiB"))],
         RatioSpec("many files encrypt: --dask (standing 2-worker cluster) / --workers 2", "dask/cluster-2/encrypt",
                   "dask/workers-2/encrypt", None, "#18"),
         RatioSpec("many files decrypt: --dask (standing 2-worker cluster) / --workers 2", "dask/cluster-2/decrypt",

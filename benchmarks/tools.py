@@ -71,7 +71,7 @@ for sig in (signal.SIGTERM, signal.SIGINT):
 _, status, usage = os.wait4(pid, 0)
 end = time.monotonic()
 with open(result, "w") as f:
-    f.write(f"{start} {end} {usage.ru_maxrss}")
+    f.write(f"{start} {end} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 code = os.waitstatus_to_exitcode(status)
 os._exit(code if code >= 0 else 128 - code)
 """
@@ -84,8 +84,12 @@ class _Launched:
 
     def read(self) -> tuple[float, float, int]:
         """(start, end) on the monotonic clock and the command's peak RSS in KiB."""
-        start, end, rss = self.result.read_text().split()
+        start, end, rss, _ = self.result.read_text().split()
         return float(start), float(end), int(rss)
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of the command and the children it waited for (its worker processes)."""
+        return float(self.result.read_text().split()[3])
 
     def discard(self) -> None:
         self.result.unlink(missing_ok=True)
@@ -129,6 +133,7 @@ class Run:
     seconds: float
     rss_kib: int  # peak RSS of the measured process (0 when not measured)
     child: dict[str, Any] = field(default_factory=dict)  # what a benchmarks.child run reported
+    cpu: float | None = None  # run_command: CPU seconds of the command and its waited-for children
 
 
 class CommandFailed(Exception):
@@ -153,9 +158,10 @@ def run_command(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Run
             _wait(launched.proc)
             _check([(cmd, launched.proc)], err)
             start, end, rss = launched.read()
+            cpu = launched.cpu()
         finally:
             launched.discard()
-    return Run(end - start, rss)
+    return Run(end - start, rss, cpu=cpu)
 
 
 def run_pipe(cmd: Sequence[str] | None, source: Path, destination: Path, *, env: dict[str, str] | None = None) -> Run:

@@ -140,7 +140,8 @@ ShowProgress = Annotated[bool | None, typer.Option(
     help="Show a progress bar on stderr. Default: when stderr is a terminal.")]
 Workers = Annotated[int | None, typer.Option(
     "--workers", metavar="N", callback=_at_least(1), show_default=False,
-    help="Files processed in parallel by worker processes. Default: the number of CPU cores.")]
+    help="Files processed in parallel by worker processes. Default: the number of CPU cores (1 for a few small "
+         "files, where starting workers would cost more than they save).")]
 SkipExisting = Annotated[bool, typer.Option(
     "--skip-existing", help="Leave outputs that exist alone and process only the other inputs (resume a run that "
                             "stopped; without it an existing output is refused before any work).")]
@@ -249,7 +250,7 @@ def _execute(run: Run, inputs: list[str] | None, output: str | None, *, recursiv
         warn("no input files to process")
     run = replace(run, make_folders=plan.make_folders, metadata=metadata_output is not None, classify=classify_task,
                   worker_setup=signals.worker_setup, skip_existing=skip_existing)
-    return execute_plan(plan, run, materials, workers=workers or default_workers(), progress=progress,
+    return execute_plan(plan, run, materials, workers=workers or default_workers(plan.tasks), progress=progress,
                         metadata_output=metadata_output, verbose=verbose, dask=dask, dask_dashboard=dask_dashboard)
 
 

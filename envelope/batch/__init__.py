@@ -138,7 +138,8 @@ def _run_many(run: Run, inputs: Inputs, output: str | None, *, suffix: str | Non
     tally = Tally()
     results = [BatchResult(task.source, task.destination, skipped=EXISTS) for task in plan.existing]
     try:
-        outcomes, _ = run_tasks(plan.tasks, run, materials, workers=workers or default_workers(), client=client)
+        outcomes, _ = run_tasks(plan.tasks, run, materials, workers=workers or default_workers(plan.tasks),
+                                 client=client)
         for outcome in outcomes:
             tally.add(outcome)
             results.append(_result(outcome))

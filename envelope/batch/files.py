@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import BinaryIO
 
 from .locations import Entry, FileProblem, Kind, Planned, Sink, SinkRules, Source, Walk, register
@@ -120,6 +120,13 @@ def descriptor_of(path: str) -> int | None:
     return None
 
 
+def _names_descriptor(absolute: str) -> bool:
+    """``absolute`` is itself one of the names :func:`descriptor_of` knows (``/dev/stdout``, ``/dev/fd/3``).
+    Any other path that is not a symlink names no descriptor: :func:`descriptor_of` would only find that out
+    with a ``readlink`` (for each output under ``/dev/shm``, say)."""
+    return absolute in _STANDARD or _FD_PATH.fullmatch(absolute) is not None
+
+
 @functools.lru_cache(maxsize=4096)
 def _real_folder(folder: str) -> str:
     """The resolved form of an absolute folder path (planning asks for the same few folders many times)."""
@@ -138,7 +145,8 @@ def in_system_folder(path: str) -> bool:
     return _in_system_folder(_where(path)[0])
 
 
-def _in_system_folder(folder: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _in_system_folder(folder: str) -> bool:  # cached: every output of a run is in one of a few folders
     def under(tops: tuple[str, ...]) -> bool:
         return any(folder == top or folder.startswith(top + "/") for top in tops)
 
@@ -373,19 +381,23 @@ def local_output(location: str) -> _Output:
 class _Output:
     """What a local output path is, decided the same way when planning and when the sink is made."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, nothing_there: bool = False) -> None:
+        """``nothing_there``: the caller knows no file is at ``location`` (its folder is empty or missing)."""
         self.location = location
         self.fd: int | None = None
         self.target = location  # where a file is written: the path, or for a symlink what it points to
+        link: os.stat_result | None = None
         try:
-            link: os.stat_result | None = os.lstat(location)
+            if not nothing_there:
+                link = os.lstat(location)
         except FileNotFoundError:
-            link = None
+            pass
         except OSError as exc:
             raise FileProblem("cannot write", exc, location) from None
         self.info = link
         is_link = link is not None and stat.S_ISLNK(link.st_mode)
-        if is_link or os.path.abspath(location).startswith(_SYSTEM):
+        absolute = os.path.abspath(location)
+        if is_link or _names_descriptor(absolute):
             self.fd = descriptor_of(location)
             if self.fd is not None:
                 return
@@ -400,7 +412,11 @@ class _Output:
                 raise FileProblem("cannot write", exc, location) from None
         if self.info is not None and stat.S_ISDIR(self.info.st_mode):
             raise _usage(f"output {location!r} is a folder, where a file is expected")
-        self.where = _where(self.target)  # (resolved folder, name): where the file goes
+        if is_link:
+            self.where = _where(self.target)  # (resolved folder, name): where the file goes
+        else:
+            folder, name = os.path.split(absolute)
+            self.where = _real_folder(folder), name
         if self.regular is not False and _in_system_folder(self.where[0]):
             raise _usage(f"output {location!r}: envelope never creates or replaces files in /dev or /proc (name a "
                          "file elsewhere, or an existing device)")
@@ -411,6 +427,20 @@ class _Output:
         if self.fd is not None:
             return False
         return None if self.info is None else stat.S_ISREG(self.info.st_mode)
+
+
+_NOT_NAMES = ("", ".", "..")  # what a listing never shows: such outputs are looked at on their own
+
+
+def _empty_or_missing(folder: str) -> bool:
+    """``folder`` holds nothing, or does not exist (nor does anything inside it, then)."""
+    try:
+        with os.scandir(folder) as listing:
+            return next(listing, None) is None
+    except FileNotFoundError:
+        return True
+    except OSError:  # not a folder, not readable: each output is looked at on its own, and refused there
+        return False
 
 
 class LocalFiles(Kind):
@@ -467,14 +497,26 @@ class LocalFiles(Kind):
         if os.path.exists(location) and not os.path.isdir(location):
             raise _usage(f"-o {location!r} is a file, but with several inputs or -r it must be a folder")
 
-    def plan_output(self, location: str) -> Planned:
-        out = _Output(location)
+    def plan_output(self, location: str, *, nothing_there: bool = False) -> Planned:
+        out = _Output(location, nothing_there=nothing_there)
         if out.fd is not None:
             try:
                 return Planned(("fd", out.fd), _file_id(os.fstat(out.fd)), False)
             except OSError as exc:
                 raise FileProblem("cannot write", exc, location) from None
         return Planned(("path", *out.where), None if out.info is None else _file_id(out.info), bool(out.regular))
+
+    def plan_outputs(self, locations: Sequence[str]) -> Iterator[Planned]:
+        """As :meth:`plan_output` for each, but a folder that is missing or empty when it is first looked at is
+        listed once instead of looking up each output in it (10,000 outputs into a new folder: one call, not
+        10,000). Only "nothing at all there" is trusted: a name absent from a listing might still be there on
+        a case-insensitive file system, so folders with anything in them are asked name by name."""
+        empty: dict[str, bool] = {}
+        for location in locations:
+            folder, name = os.path.split(location)
+            if folder not in empty:
+                empty[folder] = _empty_or_missing(folder or ".")
+            yield self.plan_output(location, nothing_there=name not in _NOT_NAMES and empty[folder])
 
     def mark_of(self, location: str) -> str | None:
         from .tempfiles import read_mark

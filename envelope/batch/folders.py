@@ -66,7 +66,7 @@ def walk_folder(root: str, walk: Walk) -> list[Entry]:
                     else:
                         visit(entry.path, rel + os.sep, ancestors | {key})
                 elif stat.S_ISREG(info.st_mode):
-                    found.append(Entry(os.path.join(root, rel), rel, info.st_size))
+                    found.append(Entry(os.path.join(root, rel), rel, info.st_size, (info.st_dev, info.st_ino)))
                 else:
                     walk.skipped(entry.path, next((name for test, name in _SPECIAL if test(info.st_mode)),
                                                   "not a regular file"))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 from . import tempfiles
 from .headers import header_summary
 from .keys import KeyOptions, build_keyring, key_files
-from .locations import Settings, SinkRules, configure, create_sink, kind_of, open_source
+from .locations import Kind, Settings, SinkRules, configure, kind_of
 from .planning import Task
 from .streams import Base64Reader, Base64Writer, InputMeter, OutputWriter, Readable, Writable
 
@@ -362,12 +362,12 @@ def process_task(task: Task, run: Run, materials: Materials, *, threads: int | N
     return outcome
 
 
-def _threads(task: Task, size: int | None) -> int | None:
-    """The frame engine's threads for ``task``: what its locations ask for (S3: 0), else the library's choice."""
+def _threads(kinds: tuple[Kind, Kind], size: int | None) -> int | None:
+    """The frame engine's threads for a task between locations of ``kinds``: what they ask for (S3: 0), else
+    the library's choice."""
     import envelope
 
-    wanted = [kind.engine_threads for kind in (kind_of(task.source), kind_of(task.destination))
-              if kind.engine_threads is not None]
+    wanted = [kind.engine_threads for kind in kinds if kind.engine_threads is not None]
     return min(wanted) if wanted else envelope.stream_threads(size)
 
 
@@ -410,16 +410,17 @@ def _transform(task: Task, run: Run, materials: Materials, threads: int | None,
     try:
         if run.force and _marked(task, run):  # with --force no conditional write would tell: look first
             return Outcome(task, OK, None, {**record, EARLIER: True})
-        source = open_source(task.source)
+        kinds = kind_of(task.source), kind_of(task.destination)  # once per task: each is asked below
+        source = kinds[0].source(task.source)
         try:
             meter = InputMeter(source.open(), on_read, location=task.source, size=source.size)
-            sink = create_sink(task.destination, SinkRules(
+            sink = kinds[1].sink(task.destination, SinkRules(
                 force=run.force, mode=job.output_mode(source.mode), make_folders=run.make_folders,
                 refuse_terminal=job.refuse_terminal, expected_size=source.size, mark=run.mark))
             try:
                 out = OutputWriter(sink.open(), task.destination)
                 done = job.transform(meter, out, materials, length=source.size,
-                                     threads=_threads(task, source.size) if threads is None else threads)
+                                     threads=_threads(kinds, source.size) if threads is None else threads)
                 sink.commit()
             except BaseException:
                 sink.abort()

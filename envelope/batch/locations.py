@@ -51,7 +51,7 @@ are what travels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from ..errors import UsageError
@@ -188,11 +188,14 @@ class Planned(NamedTuple):
 
 class Entry(NamedTuple):
     """One input found by :meth:`Kind.expand`: its location, its name relative to what the user named (with
-    ``-r``: the path inside the folder; else the base name), and its size when known without opening it."""
+    ``-r``: the path inside the folder; else the base name), and its size when known without opening it.
+    ``holds``: what :meth:`Kind.holds` says of it, when the listing found that out anyway (a folder walk has
+    each file's device and inode), so that planning does not ask again; None: not known, planning asks."""
 
     location: str
     relative: str
     size: int | None
+    holds: Hashable | None = None
 
 
 class Kind:
@@ -242,6 +245,12 @@ class Kind:
         """Planning, before any work: refuse an output that cannot be written (a folder, say), and tell where it
         goes, what it would overwrite and whether it exists (see :class:`Planned`)."""
         return Planned((self.name, location), None, False)
+
+    def plan_outputs(self, locations: Sequence[str]) -> Iterator[Planned]:
+        """:meth:`plan_output` of each of ``locations`` (all of this kind), in order and lazily, so that a refusal
+        comes where that output is in the plan. A kind may answer for many at once (local files: one listing of
+        an empty output folder instead of one lookup per output)."""
+        return (self.plan_output(location) for location in locations)
 
     def holds(self, location: str) -> Hashable | None:
         """Planning: what an input holds, in the terms of :attr:`Planned.overwrites` (a run refuses to write

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Literal, NamedTuple
 
-from .locations import Walk, kind_of
+from .locations import Kind, Walk, kind_of
 
 __all__ = ["Naming", "Plan", "Task", "in_this_process", "plan_pairs", "plan_tasks"]
 
@@ -105,6 +105,7 @@ def plan_tasks(inputs: list[str], output: str | None, *, naming: Naming, walk: W
     many = len(inputs) > 1 or walk.recursive
     into_folder = many or (output is not None and output != STDIO and kind_of(output).is_folder(output))
     tasks: list[Task] = []
+    held: dict[str, Hashable] = {}  # what the inputs hold, where their listing said (a folder walk)
     if len(inputs) == 1 and _reads_stdin(inputs[0]):
         if walk.recursive:
             raise _usage("-r needs folder inputs, not stdin")
@@ -126,6 +127,8 @@ def plan_tasks(inputs: list[str], output: str | None, *, naming: Naming, walk: W
                 for entry in entries:
                     folder, name = kind.split(entry.relative)
                     tasks.append(Task(entry.location, out.join(base, folder, naming.output_name(name)), entry.size))
+                    if entry.holds is not None:
+                        held[entry.location] = entry.holds
                 continue
             [entry] = entries
             if output is None and _descriptor(item) is not None:
@@ -135,7 +138,7 @@ def plan_tasks(inputs: list[str], output: str | None, *, naming: Naming, walk: W
                 tasks.append(Task(item, kind_of(base).join(base, naming.output_name(entry.relative)), entry.size))
             else:
                 tasks.append(Task(item, output, entry.size))
-    to_stdout, existing = _check_outputs(tasks, force, metadata_output, key_files, skip_existing)
+    to_stdout, existing = _check_outputs(tasks, force, metadata_output, key_files, skip_existing, held)
     return _plan(tasks, many, into_folder, to_stdout, existing)
 
 
@@ -163,22 +166,31 @@ def plan_pairs(pairs: list[tuple[str, str]], *, force: bool, key_files: tuple[st
 
 
 def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, key_files: tuple[str, ...],
-                   skip_existing: bool = False) -> tuple[bool, set[Task]]:
+                   skip_existing: bool = False, known: dict[str, Hashable] | None = None) -> tuple[bool, set[Task]]:
     """Refuse outputs that collide, overwrite an input or exist (without ``force``). Returns whether one is
-    stdout, and (with ``skip_existing``) the tasks whose outputs exist, which are left out, unchecked."""
+    stdout, and (with ``skip_existing``) the tasks whose outputs exist, which are left out, unchecked.
+    ``known``: what some inputs hold, from their listing (``Entry.holds``); the others' kinds are asked."""
+    known = known or {}
     held: dict[Hashable, str] = {}  # what the inputs hold -> the first input that holds it, as messages name it
     for path in key_files:
         key = kind_of(path).holds(path)
         if key is not None:
             held.setdefault(key, f"the key file {path!r}")
     for task in tasks:
-        key = kind_of(task.source).holds(task.source)
+        key = known.get(task.source)
+        if key is None:
+            key = kind_of(task.source).holds(task.source)
         if key is not None:
             held.setdefault(key, f"the input {task.source!r}")
     seen: dict[Hashable, Task] = {}
     existing: set[Task] = set()
-    for task in tasks:
-        planned = kind_of(task.destination).plan_output(task.destination)
+    kinds = [kind_of(task.destination) for task in tasks]
+    destinations: dict[Kind, list[str]] = {}
+    for task, kind in zip(tasks, kinds, strict=True):
+        destinations.setdefault(kind, []).append(task.destination)
+    answers = {kind: kind.plan_outputs(locations) for kind, locations in destinations.items()}
+    for task, kind in zip(tasks, kinds, strict=True):
+        planned = next(answers[kind])
         if planned.exists and skip_existing:
             existing.add(task)  # nothing is written there: it can neither collide nor overwrite
             continue
@@ -186,9 +198,9 @@ def _check_outputs(tasks: list[Task], force: bool, metadata_output: str | None, 
             if key is None:
                 continue
             victim = held.get(key)
-            if victim == f"the input {task.source!r}":
-                raise _usage(f"input {task.source!r} would be overwritten by its own output")
             if victim is not None:
+                if victim == f"the input {task.source!r}":
+                    raise _usage(f"input {task.source!r} would be overwritten by its own output")
                 raise _usage(f"the output {task.destination!r} of input {task.source!r} would overwrite {victim}")
             if key in seen and seen[key] is not task:
                 raise _usage(f"inputs {seen[key].source!r} and {task.source!r} would both be written to "

@@ -185,10 +185,14 @@ class S3(Kind):
     #: the default, at the same speed (envelope.s3.DEFAULT_THREADS).
     engine_threads = 0
 
-    def claims(self, location: str) -> bool:
-        from envelope.s3 import is_s3_url
+    _is_s3_url: Any = None  # envelope.s3.is_s3_url, looked up once: kind_of asks for every location
 
-        return is_s3_url(location)
+    def claims(self, location: str) -> bool:
+        if self._is_s3_url is None:
+            from envelope.s3 import is_s3_url
+
+            type(self)._is_s3_url = staticmethod(is_s3_url)
+        return bool(self._is_s3_url(location))
 
     def source(self, location: str) -> S3Source:
         return S3Source(location)

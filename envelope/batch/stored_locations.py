@@ -182,10 +182,14 @@ class Stored(Kind):
 
     name = NAME
 
-    def claims(self, location: str) -> bool:
-        from envelope.aws import is_location
+    _is_location: Any = None  # envelope.aws.is_location, looked up once: kind_of asks for every location
 
-        return is_location(location)
+    def claims(self, location: str) -> bool:
+        if self._is_location is None:
+            from envelope.aws import is_location
+
+            type(self)._is_location = staticmethod(is_location)
+        return bool(self._is_location(location))
 
     def source(self, location: str) -> StoredSource:
         return StoredSource(location)

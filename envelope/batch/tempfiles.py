@@ -236,11 +236,22 @@ class NamedFile:
 
 def _link_descriptor(fd: int, path: str) -> None:
     """Give the open unnamed file ``fd`` the name ``path`` (fails with FileExistsError if ``path`` exists)."""
-    proc = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # this process's, also in a worker
-    try:
-        os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
-    finally:
-        os.close(proc)
+    # linkat(proc, "N", ..., AT_SYMLINK_FOLLOW) (os.link without a dir_fd calls link(2), which does not follow)
+    os.link(str(fd), path, src_dir_fd=_proc_fds(), follow_symlinks=True)
+
+
+#: (process id, path) -> that process's /proc/self/fd folder, opened once (not once per file)
+_PROC_DIR: dict[tuple[int, str], int] = {}
+
+
+def _proc_fds() -> int:
+    """This process's ``/proc/self/fd``, open. Kept per process id: a forked worker inherits its parent's,
+    which lists the parent's descriptors. Where it cannot be opened, the OSError says why, each time."""
+    key = (os.getpid(), _PROC_FD)
+    fd = _PROC_DIR.get(key)
+    if fd is None:
+        fd = _PROC_DIR[key] = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fd
 
 
 class UnnamedFile:
