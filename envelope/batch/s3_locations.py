@@ -186,6 +186,8 @@ class S3(Kind):
     engine_threads = 0
 
     def claims(self, location: str) -> bool:
+        if location[:5].lower() != "s3://":  # is_s3_url's test, so that a local file never loads envelope.s3
+            return False
         from envelope.s3 import is_s3_url
 
         return is_s3_url(location)

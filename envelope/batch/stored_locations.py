@@ -183,6 +183,8 @@ class Stored(Kind):
     name = NAME
 
     def claims(self, location: str) -> bool:
+        if not location.startswith(("ssm:", "secretsmanager:")):  # is_location's test, without envelope.aws
+            return False
         from envelope.aws import is_location
 
         return is_location(location)
