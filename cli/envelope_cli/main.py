@@ -78,6 +78,7 @@ def run(*, exit_now: bool = True) -> None:
             print_error(message)
             sys.exit(code)
         return
+    _collect_less_often()
     from . import signals
 
     signals.install()  # before any thread starts: see cli/envelope_cli/signals.py
@@ -90,6 +91,22 @@ def run(*, exit_now: bool = True) -> None:
         if exit_now:
             _exit_now(exc.code)
         raise
+
+
+#: Allocations between the cyclic garbage collector's youngest-generation runs (CPython's default: 700).
+GC_THRESHOLD = 50_000
+
+
+def _collect_less_often() -> None:
+    """Run the cycle collector less often. Start-up imports some 240 modules (typer, cryptography, the library),
+    allocating objects that all live until the end; with the default threshold the collector walks them over
+    and over: 6 ms of a ~90 ms local-key encrypt (medians of 30 alternated runs, measured). Nothing here depends
+    on when cycles are collected (outputs are closed explicitly); cycles are still collected, just in larger
+    batches (at most ~50,000 young objects wait)."""
+    import gc
+
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, middle, oldest)
 
 
 def _exit_now(code: object) -> None:

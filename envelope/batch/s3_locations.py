@@ -188,6 +188,8 @@ class S3(Kind):
     _is_s3_url: Any = None  # envelope.s3.is_s3_url, looked up once: kind_of asks for every location
 
     def claims(self, location: str) -> bool:
+        if location[:5].lower() != "s3://":  # is_s3_url's test, so that a local file never loads envelope.s3
+            return False
         if self._is_s3_url is None:
             from envelope.s3 import is_s3_url
 

@@ -185,6 +185,8 @@ class Stored(Kind):
     _is_location: Any = None  # envelope.aws.is_location, looked up once: kind_of asks for every location
 
     def claims(self, location: str) -> bool:
+        if not location.startswith(("ssm:", "secretsmanager:")):  # is_location's test, without envelope.aws
+            return False
         if self._is_location is None:
             from envelope.aws import is_location
 
