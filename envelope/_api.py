@@ -50,12 +50,13 @@ from ._format import (
 )
 from ._keyrings.base import Keyring
 from ._materials import (
-    DecryptionRequest,
     DefaultMaterialsManager,
     EncryptionMaterials,
     EncryptionRequest,
     MaterialsManager,
     check_signing_context,
+    new_decryption_request,
+    new_encryption_request,
     reads_ahead,
 )
 from ._stream import (
@@ -132,6 +133,9 @@ class StreamResult:
     header: Header
     bytes_read: int
     bytes_written: int
+
+
+_NO_KEYS: frozenset[str] = frozenset()
 
 
 def _manager(keyring: Keyring | None, materials_manager: MaterialsManager | None) -> MaterialsManager:
@@ -382,7 +386,7 @@ def encrypt(
     context, suite, frame_length, policy = _encrypt_settings(context, algorithm, frame_length, commitment_policy)
     required_keys = _required_keys(context, required_context_keys)
     manager = _manager(keyring, materials_manager)
-    started = _start_message(manager, EncryptionRequest(context, policy, suite, len(data), required_keys),
+    started = _start_message(manager, new_encryption_request(context, policy, suite, len(data), required_keys),
                              frame_length, max_encrypted_data_keys)
     if started.signer is None and len(data) < frame_length:
         return started.head + _seal_final_only(started.aead, started.header.message_id, data)
@@ -538,7 +542,8 @@ def _open_header(header: Header, auth: HeaderAuth, src: Source, manager: Materia
     context = {**header.encryption_context, **appended} if appended else header.encryption_context
     try:
         materials = manager.decrypt_materials(
-            DecryptionRequest(suite, header.encrypted_data_keys, context, frozenset(appended)))
+            new_decryption_request(suite, header.encrypted_data_keys, context,
+                                   frozenset(appended) if appended else _NO_KEYS))
     except KeyringError as exc:
         if appended and exc.unauthenticated:  # the keyring authenticates the whole context (raw AES, KMS)
             raise _not_reproduced(appended, str(exc)) from None
