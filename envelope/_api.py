@@ -128,6 +128,18 @@ class DecryptResult:
         return self.header.encryption_context
 
 
+def _decrypt_result(plaintext: bytes, header: Header) -> DecryptResult:
+    """``DecryptResult(plaintext, header)`` without the frozen ``__init__``, as the one-shot paths' other objects
+    are made (:func:`envelope._materials.new_encryption_request`); equal to the constructor's
+    (tests/api/test_small_results.py)."""
+    result = _new_object(DecryptResult)
+    result.__dict__.update(plaintext=plaintext, header=header)
+    return result
+
+
+_new_object = object.__new__
+
+
 @dataclass(frozen=True)
 class StreamResult:
     header: Header
@@ -692,7 +704,7 @@ def decrypt(
         end = layout[2]
         tail = body[end:]  # the footer (signed suites) and nothing else
         if verifier is None and layout[0] == 0 and len(tail) == 0:
-            return DecryptResult(_open_final_only(opened.aead, header.message_id, body, layout[1]), header)
+            return _decrypt_result(_open_final_only(opened.aead, header.message_id, body, layout[1]), header)
         footer = _only_footer(tail) if verifier is not None else None
         if (verifier is None and len(tail) == 0) or footer is not None:
             out, view = _result_buffer(layout[0] * header.frame_length + layout[1])
