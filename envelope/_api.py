@@ -508,6 +508,11 @@ class _MemoryReader:
         return n
 
 
+#: The ``source`` :func:`decrypt` gives :func:`_open_header` when it reads the body from memory: an empty input,
+#: never read (it is replaced by a real one before the streaming reader could run).
+_NOT_READ = Source(_MemoryReader(memoryview(b"")))  # type: ignore[arg-type]
+
+
 @dataclass(slots=True)
 class _Opened:
     """A message whose header authenticated: what reading the body needs."""
@@ -692,13 +697,14 @@ def decrypt(
         opened = _open_message(_MemoryReader(data), manager,  # type: ignore[arg-type]
                                policy, required_context, unsigned_only,
                                max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
+        used = opened.source.position
     else:
         header, auth, used = parsed
-        source = Source(_MemoryReader(data[used:]), position=used)  # type: ignore[arg-type]
-        opened = _open_header(header, auth, source, manager, policy, required_context, unsigned_only,
+        # the body is read from ``data`` itself; a Source over it is made only if the streaming reader runs
+        opened = _open_header(header, auth, _NOT_READ, manager, policy, required_context, unsigned_only,
                               max_frame_length, reproduced_context)
     header, verifier = opened.header, opened.verifier
-    body = data[opened.source.position:]
+    body = data[used:]
     layout = framed_layout(body, header.frame_length) if header.framed else None
     if layout is not None:
         end = layout[2]
@@ -715,6 +721,8 @@ def decrypt(
                 verifier.update(body[:end])
                 verifier.verify(footer.signature)
             return DecryptResult(out.getvalue(), header)
+    if opened.source is _NOT_READ:
+        opened.source = Source(_MemoryReader(body), position=used)  # type: ignore[arg-type]
     out_stream = io.BytesIO()
     _read_body(opened, out_stream.write, max_frame_length, 0)
     return DecryptResult(out_stream.getvalue(), header)
