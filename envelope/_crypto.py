@@ -110,12 +110,17 @@ def derive_key(suite: AlgorithmSuite, data_key: bytes, message_id: bytes) -> tup
         # of HKDF-Expand: HMAC(PRK, info || 0x01) cut to 32 bytes
         derive_info, commit_info = _COMMIT_INFO[suite.id]
         sha512 = hashlib.sha512
-        inner, outer = _hmac_sha512_pads(message_id)
+        # the pads of _hmac_sha512_pads written out (~0.15 us less): a message ID and a PRK are within a block
+        if len(message_id) <= _HMAC_BLOCK:
+            salt = bytes(message_id).ljust(_HMAC_BLOCK, b"\0")
+            inner, outer = salt.translate(_IPAD), salt.translate(_OPAD)
+        else:  # never for an ESDK message ID (32 bytes); HMAC hashes a longer key first
+            inner, outer = _hmac_sha512_pads(message_id)
         prk = sha512(outer + sha512(inner + data_key).digest()).digest()
         # both keys are HMACs under the PRK: its padded blocks are hashed once and the two states copied
         # (~0.3 us less than hashing them twice over)
-        inner, outer = _hmac_sha512_pads(prk)
-        inner_state, outer_state = sha512(inner), sha512(outer)
+        padded = prk.ljust(_HMAC_BLOCK, b"\0")
+        inner_state, outer_state = sha512(padded.translate(_IPAD)), sha512(padded.translate(_OPAD))
         derive, commit = inner_state.copy(), inner_state
         derive.update(derive_info)
         commit.update(commit_info)
