@@ -274,3 +274,29 @@ def test_a_decrypt_hit_never_serves_another_messages_key() -> None:
     for _ in range(3):
         assert [envelope.decrypt(m, materials_manager=reader).plaintext for m in (a, b, c)] == [b"a", b"b", b"c"]
     assert reader.stats.misses == 3 and reader.stats.hits == 6
+
+
+def test_one_edk_identifiers_are_remembered_by_its_fields_and_each_field_counts() -> None:
+    """A request with one EDK is remembered by that EDK's fields (fresh EDK objects per message): every field
+    changes the identifier, equal fields in new objects find the same one, and each is the formula's."""
+    manager = CachingMaterialsManager(CountingKeyring(), LocalCache(10), max_age=300.0, partition="p")
+    base = ("ns", b"info", b"ciphertext")
+    variants = [base, ("nt", b"info", b"ciphertext"), ("ns", b"infp", b"ciphertext"), ("ns", b"info", b"ciphertexu"),
+                ("nsinfo", b"", b"ciphertext"), ("ns", b"infociphertext", b"")]
+    for _ in range(2):  # computed, then remembered
+        ids = []
+        for fields in variants:
+            request = DecryptionRequest(SUITES[0x0478], (EncryptedDataKey(*fields),), {"a": "1"})
+            ids.append(manager._decrypt_id(request))
+            assert ids[-1] == _formula_decrypt(manager, request)
+        assert len(set(ids)) == len(variants)
+    # a different suite or context with the same EDK is a different identifier
+    again = DecryptionRequest(SUITES[0x0578], (EncryptedDataKey(*base),), {"a": "1"})
+    assert manager._decrypt_id(again) == _formula_decrypt(manager, again) != ids[0]
+
+    class OtherEdk(EncryptedDataKey):
+        def serialize(self) -> bytes:
+            return b"other:" + super().serialize()
+
+    odd = DecryptionRequest(SUITES[0x0478], (OtherEdk(*base),), {"a": "1"})
+    assert manager._decrypt_id(odd) == _formula_decrypt(manager, odd) != ids[0]  # not served from the memo
