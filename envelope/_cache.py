@@ -50,7 +50,8 @@ a message of known length does.
 
 **Concurrency.** No lock is held while a keyring (or KMS) is called. Two threads that miss the same entry may
 both call the keyring; the first to store its materials wins, and the other's data key protects only its own
-message. Limits hold regardless, because every use of an entry is reserved under the lock.
+message. Limits hold regardless, because every use of an entry is reserved under the lock. A manager's counters
+(``stats``) are kept under its cache's lock too, so a hit takes that lock once: the checkout counts itself.
 
 **Cache identifiers** (internal; nothing on the wire depends on them) follow the current specification's
 SHA-384 formula from section 8, with the commitment policy added to the encrypt suffix::
