@@ -50,12 +50,13 @@ from ._format import (
 )
 from ._keyrings.base import Keyring
 from ._materials import (
-    DecryptionRequest,
     DefaultMaterialsManager,
     EncryptionMaterials,
     EncryptionRequest,
     MaterialsManager,
     check_signing_context,
+    new_decryption_request,
+    new_encryption_request,
     reads_ahead,
 )
 from ._stream import (
@@ -127,11 +128,26 @@ class DecryptResult:
         return self.header.encryption_context
 
 
+def _decrypt_result(plaintext: bytes, header: Header) -> DecryptResult:
+    """``DecryptResult(plaintext, header)`` without the frozen ``__init__``, as the one-shot paths' other objects
+    are made (:func:`envelope._materials.new_encryption_request`); equal to the constructor's
+    (tests/api/test_small_results.py)."""
+    result = _new_object(DecryptResult)
+    result.__dict__.update(plaintext=plaintext, header=header)
+    return result
+
+
+_new_object = object.__new__
+
+
 @dataclass(frozen=True)
 class StreamResult:
     header: Header
     bytes_read: int
     bytes_written: int
+
+
+_NO_KEYS: frozenset[str] = frozenset()
 
 
 def _manager(keyring: Keyring | None, materials_manager: MaterialsManager | None) -> MaterialsManager:
@@ -382,7 +398,7 @@ def encrypt(
     context, suite, frame_length, policy = _encrypt_settings(context, algorithm, frame_length, commitment_policy)
     required_keys = _required_keys(context, required_context_keys)
     manager = _manager(keyring, materials_manager)
-    started = _start_message(manager, EncryptionRequest(context, policy, suite, len(data), required_keys),
+    started = _start_message(manager, new_encryption_request(context, policy, suite, len(data), required_keys),
                              frame_length, max_encrypted_data_keys)
     if started.signer is None and len(data) < frame_length:
         return started.head + _seal_final_only(started.aead, started.header.message_id, data)
@@ -492,6 +508,11 @@ class _MemoryReader:
         return n
 
 
+#: The ``source`` :func:`decrypt` gives :func:`_open_header` when it reads the body from memory: an empty input,
+#: never read (it is replaced by a real one before the streaming reader could run).
+_NOT_READ = Source(_MemoryReader(memoryview(b"")))  # type: ignore[arg-type]
+
+
 @dataclass(slots=True)
 class _Opened:
     """A message whose header authenticated: what reading the body needs."""
@@ -538,7 +559,8 @@ def _open_header(header: Header, auth: HeaderAuth, src: Source, manager: Materia
     context = {**header.encryption_context, **appended} if appended else header.encryption_context
     try:
         materials = manager.decrypt_materials(
-            DecryptionRequest(suite, header.encrypted_data_keys, context, frozenset(appended)))
+            new_decryption_request(suite, header.encrypted_data_keys, context,
+                                   frozenset(appended) if appended else _NO_KEYS))
     except KeyringError as exc:
         if appended and exc.unauthenticated:  # the keyring authenticates the whole context (raw AES, KMS)
             raise _not_reproduced(appended, str(exc)) from None
@@ -675,19 +697,20 @@ def decrypt(
         opened = _open_message(_MemoryReader(data), manager,  # type: ignore[arg-type]
                                policy, required_context, unsigned_only,
                                max_encrypted_data_keys, max_frame_length, max_header_length, reproduced_context)
+        used = opened.source.position
     else:
         header, auth, used = parsed
-        source = Source(_MemoryReader(data[used:]), position=used)  # type: ignore[arg-type]
-        opened = _open_header(header, auth, source, manager, policy, required_context, unsigned_only,
+        # the body is read from ``data`` itself; a Source over it is made only if the streaming reader runs
+        opened = _open_header(header, auth, _NOT_READ, manager, policy, required_context, unsigned_only,
                               max_frame_length, reproduced_context)
     header, verifier = opened.header, opened.verifier
-    body = data[opened.source.position:]
+    body = data[used:]
     layout = framed_layout(body, header.frame_length) if header.framed else None
     if layout is not None:
         end = layout[2]
         tail = body[end:]  # the footer (signed suites) and nothing else
         if verifier is None and layout[0] == 0 and len(tail) == 0:
-            return DecryptResult(_open_final_only(opened.aead, header.message_id, body, layout[1]), header)
+            return _decrypt_result(_open_final_only(opened.aead, header.message_id, body, layout[1]), header)
         footer = _only_footer(tail) if verifier is not None else None
         if (verifier is None and len(tail) == 0) or footer is not None:
             out, view = _result_buffer(layout[0] * header.frame_length + layout[1])
@@ -698,6 +721,8 @@ def decrypt(
                 verifier.update(body[:end])
                 verifier.verify(footer.signature)
             return DecryptResult(out.getvalue(), header)
+    if opened.source is _NOT_READ:
+        opened.source = Source(_MemoryReader(body), position=used)  # type: ignore[arg-type]
     out_stream = io.BytesIO()
     _read_body(opened, out_stream.write, max_frame_length, 0)
     return DecryptResult(out_stream.getvalue(), header)

@@ -50,7 +50,8 @@ a message of known length does.
 
 **Concurrency.** No lock is held while a keyring (or KMS) is called. Two threads that miss the same entry may
 both call the keyring; the first to store its materials wins, and the other's data key protects only its own
-message. Limits hold regardless, because every use of an entry is reserved under the lock.
+message. Limits hold regardless, because every use of an entry is reserved under the lock. A manager's counters
+(``stats``) are kept under its cache's lock too, so a hit takes that lock once: the checkout counts itself.
 
 **Cache identifiers** (internal; nothing on the wire depends on them) follow the current specification's
 SHA-384 formula from section 8, with the commitment policy added to the encrypt suffix::
@@ -101,7 +102,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ._format import serialize_context
+from ._format import EncryptedDataKey, serialize_context
 from ._keyrings.base import Keyring
 from ._materials import (
     DecryptionMaterials,
@@ -234,41 +235,48 @@ class LocalCache:
 
     # -- used by CachingMaterialsManager; every method is one atomic step under the lock ------------------
 
-    def checkout_encrypt(self, cache_id: bytes, length: int, limits: _Limits
-                         ) -> tuple[EncryptionMaterials | None, str | None]:
-        """Reserve one message of ``length`` bytes on the entry and return its materials.
+    def checkout_encrypt(self, cache_id: bytes, length: int, limits: _Limits, counts: dict[str, int]
+                         ) -> EncryptionMaterials | None:
+        """Reserve one message of ``length`` bytes on the entry and return its materials, or None (a miss).
 
-        Returns (materials or None, the reason an entry was evicted or None). An entry that this message
-        brings to a limit is retired at once; one that cannot take the message is evicted and None returned.
+        An entry that this message brings to a limit is retired at once; one that cannot take the message is
+        evicted and None returned. The hit, or the miss and the keyring call it leads to, and any eviction are
+        counted in ``counts`` (the manager's, guarded by this cache's lock) in the same step: one lock taken
+        per hit.
         """
         with self._lock:
             entry = self._entries.get(cache_id)
             if entry is None:
-                return None, None
-            now = self.clock()
+                counts["misses"] += 1
+                counts["keyring_encrypt_calls"] += 1
+                return None
             lim = entry.limits.tighter(limits)
-            if now - entry.created >= lim.max_age:
-                reason = "age"
+            if self.clock() - entry.created >= lim.max_age:
+                reason = "evicted_age"
             elif entry.messages >= lim.max_messages:
-                reason = "messages"
+                reason = "evicted_messages"
             elif entry.bytes + length > lim.max_bytes:
-                reason = "bytes"
+                reason = "evicted_bytes"
             else:
                 entry.messages += 1
                 entry.bytes += length
                 materials = entry.materials
                 assert isinstance(materials, EncryptionMaterials)
+                counts["hits"] += 1
                 if entry.messages >= lim.max_messages:
-                    retired: str | None = "messages"
+                    counts["evicted_messages"] += 1
                 elif entry.bytes >= lim.max_bytes:
-                    retired = "bytes"
+                    counts["evicted_bytes"] += 1
                 else:
                     self._entries.move_to_end(cache_id)
-                    return materials, None
+                    return materials
                 del self._entries[cache_id]
-                return materials, retired
+                return materials
             del self._entries[cache_id]
-            return None, reason
+            counts[reason] += 1
+            counts["misses"] += 1
+            counts["keyring_encrypt_calls"] += 1
+            return None
 
     def put_encrypt(self, cache_id: bytes, materials: EncryptionMaterials, created: float, length: int,
                     limits: _Limits) -> tuple[bool, list[str]]:
@@ -281,19 +289,23 @@ class LocalCache:
             return False, []
         return self._put(cache_id, _Entry(materials, created, limits, 1, length))
 
-    def get_decrypt(self, cache_id: bytes, max_age: float) -> tuple[DecryptionMaterials | None, str | None]:
-        """Decrypt entries are limited by age only (section 8)."""
+    def get_decrypt(self, cache_id: bytes, max_age: float, counts: dict[str, int]) -> DecryptionMaterials | None:
+        """Decrypt entries are limited by age only (section 8). Counts as :meth:`checkout_encrypt` does."""
         with self._lock:
             entry = self._entries.get(cache_id)
-            if entry is None:
-                return None, None
-            if self.clock() - entry.created >= min(entry.limits.max_age, max_age):
+            if entry is not None:
+                limit = entry.limits.max_age
+                if self.clock() - entry.created < (limit if limit < max_age else max_age):
+                    self._entries.move_to_end(cache_id)
+                    materials = entry.materials
+                    assert isinstance(materials, DecryptionMaterials)
+                    counts["hits"] += 1
+                    return materials
                 del self._entries[cache_id]
-                return None, "age"
-            self._entries.move_to_end(cache_id)
-            materials = entry.materials
-            assert isinstance(materials, DecryptionMaterials)
-            return materials, None
+                counts["evicted_age"] += 1
+            counts["misses"] += 1
+            counts["keyring_decrypt_calls"] += 1
+            return None
 
     def put_decrypt(self, cache_id: bytes, materials: DecryptionMaterials, created: float, limits: _Limits
                     ) -> tuple[bool, list[str]]:
@@ -366,7 +378,8 @@ class CachingMaterialsManager(ReadsAhead):
         self._counts = dict.fromkeys((f.name for f in dataclasses.fields(CacheStats)), 0)
         #: cache identifiers by what they are computed from (the encrypt and decrypt keys differ in shape)
         self._ids: dict[tuple[object, ...], bytes] = {}
-        self._count_lock = threading.Lock()
+        #: the counters are guarded by the cache's own lock: a hit counts itself in the step that checks it out
+        self._count_lock = cache._lock
 
     def __repr__(self) -> str:
         lim = self._limits
@@ -453,11 +466,9 @@ class CachingMaterialsManager(ReadsAhead):
         if length > self._limits.max_bytes:
             return self._bypass(request, "too_large")
         cache_id = self._encrypt_id(request)
-        materials, evicted = self.cache.checkout_encrypt(cache_id, length, self._limits)
+        materials = self.cache.checkout_encrypt(cache_id, length, self._limits, self._counts)
         if materials is not None:
-            self._count("hits", evicted and f"evicted_{evicted}")
             return materials
-        self._count("misses", evicted and f"evicted_{evicted}", "keyring_encrypt_calls")
         created = self.cache.clock()
         # section 8: the underlying manager is asked without the length, so the materials fit any message
         materials = self.underlying.get_encryption_materials(dataclasses.replace(request, plaintext_length=None))
@@ -476,9 +487,18 @@ class CachingMaterialsManager(ReadsAhead):
     def _decrypt_id(self, request: DecryptionRequest) -> bytes:
         context = serialize_context(request.context)
         required = _required_suffix(request.required_context_keys) if request.required_context_keys else b""
-        memo_key: tuple[object, ...] | None = (request.suite.id, request.encrypted_data_keys, context, required)
+        edks = request.encrypted_data_keys
+        memo_key: tuple[object, ...] | None
+        if type(edks) is tuple and len(edks) == 1 and type(edks[0]) is EncryptedDataKey:
+            # the one EDK's fields in the key itself: the header parser makes new EDK objects for each message,
+            # and hashing and comparing them as dataclasses (Python-level __hash__ / __eq__) costs ~0.3 us a hit;
+            # the fields are what both compare, and no other memo key has six items
+            edk = edks[0]
+            memo_key = (request.suite.id, edk.provider_id, edk.provider_info, edk.ciphertext, context, required)
+        else:
+            memo_key = (request.suite.id, edks, context, required)
         try:  # as in _encrypt_id
-            found = self._ids.get(memo_key)  # type: ignore[arg-type]
+            found = self._ids.get(memo_key)
         except TypeError:  # unhashable EDKs (a list, bytearray fields: a custom caller): computed every time
             memo_key, found = None, None
         if found is not None:
@@ -496,11 +516,9 @@ class CachingMaterialsManager(ReadsAhead):
             self._count("bypass_identity_kdf", "keyring_decrypt_calls")
             return self.underlying.decrypt_materials(request)
         cache_id = self._decrypt_id(request)
-        materials, evicted = self.cache.get_decrypt(cache_id, self._limits.max_age)
+        materials = self.cache.get_decrypt(cache_id, self._limits.max_age, self._counts)
         if materials is not None:
-            self._count("hits")
             return materials
-        self._count("misses", evicted and f"evicted_{evicted}", "keyring_decrypt_calls")
         created = self.cache.clock()
         materials = self.underlying.decrypt_materials(request)
         stored, reasons = self.cache.put_decrypt(cache_id, materials, created, self._limits)

@@ -72,6 +72,7 @@ __all__ = [
     "header_tag_aad",
     "header_template",
     "message_fields",
+    "new_encrypted_data_key",
     "new_header",
     "parse_context",
     "parse_footer",
@@ -237,6 +238,24 @@ def _header(version: int, suite: AlgorithmSuite, message_id: bytes, encryption_c
                            encrypted_data_keys=encrypted_data_keys, content_type=content_type,
                            frame_length=frame_length, commitment=commitment, raw=raw)
     return header
+
+
+def new_encrypted_data_key(provider_id: str, provider_info: bytes, ciphertext: bytes) -> EncryptedDataKey:
+    """``EncryptedDataKey(...)`` for the per-message paths (the header parser, the raw AES keyring), made as
+    :func:`_header` makes headers: equal to the constructor's (tests/format/test_header_fast.py)."""
+    edk = _new_object(EncryptedDataKey)
+    edk.__dict__.update(provider_id=provider_id, provider_info=provider_info, ciphertext=ciphertext)
+    return edk
+
+
+def _header_auth(iv: bytes, tag: bytes) -> HeaderAuth:
+    """``HeaderAuth(iv, tag)`` as :func:`_header` makes headers."""
+    auth = _new_object(HeaderAuth)
+    auth.__dict__.update(iv=iv, tag=tag)
+    return auth
+
+
+_V2_HEADER_IV = bytes(IV_LENGTH)
 
 
 class _Cursor:
@@ -572,13 +591,13 @@ def _parse_header_v2(buf: bytes | bytearray | memoryview, max_encrypted_data_key
             info_length = U16.unpack_from(raw, pid_end)[0]
             info_end = pid_end + 2 + info_length
             ct_length = U16.unpack_from(raw, info_end)[0]
-            edks.append(EncryptedDataKey(raw[at + 2:pid_end].decode("utf-8"), raw[pid_end + 2:info_end],
-                                         raw[info_end + 2:info_end + 2 + ct_length]))
+            edks.append(new_encrypted_data_key(raw[at + 2:pid_end].decode("utf-8"), raw[pid_end + 2:info_end],
+                                               raw[info_end + 2:info_end + 2 + ct_length]))
     except (FormatError, UnicodeDecodeError):
         return None
     header = _header(2, suite, raw[3:3 + suite.message_id_length], context, tuple(edks), CONTENT_FRAMED,
                      frame_length, raw[body_end - COMMITMENT_LENGTH:body_end], raw[:body_end])
-    return header, HeaderAuth(bytes(IV_LENGTH), raw[body_end:end]), end
+    return header, _header_auth(_V2_HEADER_IV, raw[body_end:end]), end
 
 
 def _parse_header(cur: _Cursor, max_encrypted_data_keys: int | None) -> tuple[Header, HeaderAuth]:

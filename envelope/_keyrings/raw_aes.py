@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .._format import EncryptedDataKey, serialize_context
+from .._format import EncryptedDataKey, new_encrypted_data_key, serialize_context
 from .._suites import AlgorithmSuite
 from ..errors import KeyringError, UsageError
 from .base import RAW_AES_INFO_TAIL, describe_edk, raw_aes_key_name
@@ -52,7 +52,7 @@ class RawAesKeyring:
             iv = os.urandom(12)
         ciphertext = self._aead.encrypt(iv, data_key, serialize_context(context))
         info = self._name_bytes + RAW_AES_INFO_TAIL + iv  # section 7.2
-        return data_key, [EncryptedDataKey(self.namespace, info, ciphertext)]
+        return data_key, [new_encrypted_data_key(self.namespace, info, ciphertext)]
 
     def unwrap(self, suite: AlgorithmSuite, context: Mapping[str, str], edks: Sequence[EncryptedDataKey]
                ) -> bytes:

@@ -38,6 +38,10 @@ def _agree(buf: bytes, limit: int | None = None) -> bool:
     assert fast == slow
     assert fast[0].__dict__ == slow[0].__dict__  # _format._header makes what Header(...) makes
     assert type(fast[0]) is fmt.Header
+    assert type(fast[1]) is fmt.HeaderAuth and fast[1].__dict__ == slow[1].__dict__
+    for mine, theirs in zip(fast[0].encrypted_data_keys, slow[0].encrypted_data_keys, strict=True):
+        assert type(mine) is fmt.EncryptedDataKey and mine.__dict__ == theirs.__dict__
+        assert [type(x) for x in (mine.provider_id, mine.provider_info, mine.ciphertext)] == [str, bytes, bytes]
     assert fast[0].raw == slow[0].raw  # not part of Header equality
     assert [type(x) for x in (fast[0].message_id, fast[0].commitment, fast[1].iv, fast[1].tag)] == [bytes] * 4
     return True
@@ -107,3 +111,10 @@ def test_random_mutations_agree() -> None:
                 data.insert(i, rng.randrange(256))
         _agree(bytes(data), rng.choice([None, 1, 256]))
         _agree(memoryview(bytes(data)))  # type: ignore[arg-type]
+
+
+def test_new_encrypted_data_key_is_the_constructors() -> None:
+    fast = fmt.new_encrypted_data_key("ns", b"info", b"ct")
+    slow = fmt.EncryptedDataKey("ns", b"info", b"ct")
+    assert type(fast) is fmt.EncryptedDataKey and fast == slow and hash(fast) == hash(slow)
+    assert fast.__dict__ == slow.__dict__ and repr(fast) == repr(slow) and fast.serialize() == slow.serialize()

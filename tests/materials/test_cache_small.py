@@ -7,8 +7,10 @@ ones the formula gives and differ whenever an input of the formula differs.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import pytest
@@ -166,3 +168,135 @@ def fmt_template(materials: object) -> tuple[bytes, bytes]:
 
     return fmt.header_template(materials.suite, materials.context,  # type: ignore[attr-defined]
                                materials.encrypted_data_keys, 1024)  # type: ignore[attr-defined]
+
+
+class LockedCountingKeyring(CountingKeyring):
+    """CountingKeyring safe to call from several threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def wrap(self, suite: AlgorithmSuite, context: Mapping[str, str], data_key: bytes | None = None
+             ) -> tuple[bytes, list[EncryptedDataKey]]:
+        with self._lock:
+            self.wraps += 1
+        return self.inner.wrap(suite, context, data_key)
+
+    def unwrap(self, suite: AlgorithmSuite, context: Mapping[str, str], edks: Sequence[EncryptedDataKey]) -> bytes:
+        with self._lock:
+            self.unwraps += 1
+        return self.inner.unwrap(suite, context, edks)
+
+
+def _hammer(work: Callable[[int], None], threads: int = 6) -> None:
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def run(slot: int) -> None:
+        try:
+            start.wait()
+            work(slot)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not errors
+
+
+def test_hits_count_themselves_exactly_under_threads_with_two_managers_on_one_cache() -> None:
+    """A hit is counted in the step that checks it out (one lock): the counters of each of two managers sharing a
+    cache add up exactly, the keyring calls are the misses, and no data key serves more than max_messages."""
+    keyring = LockedCountingKeyring()
+    cache = LocalCache(50)
+    managers = [CachingMaterialsManager(keyring, cache, max_age=300.0, max_messages=9) for _ in range(2)]
+    per_thread, contexts = 300, [{"purpose": f"c{i}"} for i in range(3)]
+    made: list[list[tuple[bytes, dict[str, str]]]] = [[] for _ in range(6)]
+
+    def encrypt(slot: int) -> None:
+        manager = managers[slot % 2]
+        for i in range(per_thread):
+            context = contexts[i % 3]
+            made[slot].append((envelope.encrypt(b"m" * (i % 50), materials_manager=manager, context=context),
+                               context))
+            if i % 50 == 0:
+                assert manager.stats.hits >= 0  # snapshots while others count: no deadlock
+
+    _hammer(encrypt)
+    total = 6 * per_thread
+    stats = [m.stats for m in managers]
+    for s in stats:
+        assert s.hits + s.misses == total // 2
+        assert s.keyring_encrypt_calls == s.misses
+        assert s.evicted_messages <= s.misses
+    assert keyring.wraps == sum(s.keyring_encrypt_calls for s in stats)
+    per_key: dict[bytes, int] = {}
+    for slot in made:
+        for message, context in slot:
+            header = envelope.read_header(io.BytesIO(message))[0]
+            assert dict(header.encryption_context) == context
+            edk = header.encrypted_data_keys[0].ciphertext
+            per_key[edk] = per_key.get(edk, 0) + 1
+    assert max(per_key.values()) <= 9
+    assert len(per_key) == keyring.wraps
+
+    # decrypt: two readers share one cache; every message opens with the right plaintext, hits + misses exact
+    readers = [CachingMaterialsManager(keyring, LocalCache(1000), max_age=300.0) for _ in range(2)]
+    before = keyring.unwraps
+
+    def decrypt(slot: int) -> None:
+        reader = readers[slot % 2]
+        for i, (message, context) in enumerate(made[slot]):
+            result = envelope.decrypt(message, materials_manager=reader)
+            assert result.plaintext == b"m" * (i % 50)
+            assert dict(result.context) == context
+
+    _hammer(decrypt)
+    rstats = [r.stats for r in readers]
+    for s in rstats:
+        assert s.hits + s.misses == total // 2
+        assert s.keyring_decrypt_calls == s.misses
+    assert keyring.unwraps - before == sum(s.keyring_decrypt_calls for s in rstats)
+
+
+def test_a_decrypt_hit_never_serves_another_messages_key() -> None:
+    """Two data keys cached side by side: each message is opened by its own (a wrong one fails the commitment)."""
+    keyring = CountingKeyring()
+    writer = CachingMaterialsManager(keyring, LocalCache(10), max_age=300.0, max_messages=1)
+    a = envelope.encrypt(b"a", materials_manager=writer, context={"k": "v"})
+    b = envelope.encrypt(b"b", materials_manager=writer, context={"k": "v"})
+    c = envelope.encrypt(b"c", materials_manager=writer, context={"k": "w"})
+    reader = CachingMaterialsManager(keyring, LocalCache(10), max_age=300.0)
+    for _ in range(3):
+        assert [envelope.decrypt(m, materials_manager=reader).plaintext for m in (a, b, c)] == [b"a", b"b", b"c"]
+    assert reader.stats.misses == 3 and reader.stats.hits == 6
+
+
+def test_one_edk_identifiers_are_remembered_by_its_fields_and_each_field_counts() -> None:
+    """A request with one EDK is remembered by that EDK's fields (fresh EDK objects per message): every field
+    changes the identifier, equal fields in new objects find the same one, and each is the formula's."""
+    manager = CachingMaterialsManager(CountingKeyring(), LocalCache(10), max_age=300.0, partition="p")
+    base = ("ns", b"info", b"ciphertext")
+    variants = [base, ("nt", b"info", b"ciphertext"), ("ns", b"infp", b"ciphertext"), ("ns", b"info", b"ciphertexu"),
+                ("nsinfo", b"", b"ciphertext"), ("ns", b"infociphertext", b"")]
+    for _ in range(2):  # computed, then remembered
+        ids = []
+        for fields in variants:
+            request = DecryptionRequest(SUITES[0x0478], (EncryptedDataKey(*fields),), {"a": "1"})
+            ids.append(manager._decrypt_id(request))
+            assert ids[-1] == _formula_decrypt(manager, request)
+        assert len(set(ids)) == len(variants)
+    # a different suite or context with the same EDK is a different identifier
+    again = DecryptionRequest(SUITES[0x0578], (EncryptedDataKey(*base),), {"a": "1"})
+    assert manager._decrypt_id(again) == _formula_decrypt(manager, again) != ids[0]
+
+    class OtherEdk(EncryptedDataKey):
+        def serialize(self) -> bytes:
+            return b"other:" + super().serialize()
+
+    odd = DecryptionRequest(SUITES[0x0478], (OtherEdk(*base),), {"a": "1"})
+    assert manager._decrypt_id(odd) == _formula_decrypt(manager, odd) != ids[0]  # not served from the memo
