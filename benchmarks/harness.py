@@ -340,6 +340,10 @@ def _tool_cases(b: Bench, mode: str, size: int) -> list[Case]:
     if pipe:
         cases.append(Case("pipes/cat-cat", "cat | cat", "MB/s", size, lambda: tools.run_pipe(None, plain, base_out),
                           b.removing(base_out), b.same_as(plain, base_out)))
+        # issue 16's pipe baseline: a third process in the middle that only copies, where envelope sits
+        cases.append(Case("pipes/cat-cat-cat", "cat | cat | cat", "MB/s", size,
+                          lambda: tools.run_pipe(["cat"], plain, base_out),
+                          b.removing(base_out), b.same_as(plain, base_out)))
     else:
         cases.append(Case("files/cp", "cp", "MB/s", size,
                           lambda: tools.run_command(["cp", str(plain), str(base_out)]),
