@@ -340,6 +340,21 @@ def _max_attempts(client: Any) -> int:
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
+def _seek_target(position: int, size: int, offset: int, whence: int) -> int:
+    """Where ``seek(offset, whence)`` goes from ``position`` in a file of ``size`` bytes, as io's files do."""
+    if whence == io.SEEK_SET:
+        target = offset
+    elif whence == io.SEEK_CUR:
+        target = position + offset
+    elif whence == io.SEEK_END:
+        target = size + offset
+    else:
+        raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+    if target < 0:
+        raise ValueError(f"negative seek position {target}")
+    return target
+
+
 class S3Reader(io.RawIOBase):
     """A seekable, read-only binary file over one S3 object, read with ranged GETs.
 
@@ -393,18 +408,8 @@ class S3Reader(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = self.size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._pos = target
-        return target
+        self._pos = _seek_target(self._pos, self.size, offset, whence)
+        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         """Fill ``buffer`` from the current position; fewer bytes only at the end of the object."""
@@ -672,18 +677,8 @@ class _PartBody(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = len(self._view) + offset
-        else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._pos = target
-        return target
+        self._pos = _seek_target(self._pos, len(self._view), offset, whence)
+        return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
         start = min(self._pos, len(self._view))
