@@ -466,7 +466,9 @@ def test_a_failing_hash_stops_the_pipeline_releases_no_final_frame_and_leaves_no
         stream.open_framed(stream.Source(io.BytesIO(body)), out.write, AEAD, MESSAGE_ID, F,
                            finish=lambda: pytest.fail("finish ran after the hash failed"),
                            hasher=Hashing(fail_at), threads=2)
-    assert len(out.data) < 10 * F and data.startswith(out.data)  # never the final frame, only verified batches
+    # never the final frame (it waits for the signature), only verified regular frames: how many of those were
+    # written before the failure reached the caller depends on the threads' timing, and any number is allowed
+    assert len(out.data) <= 10 * F and data.startswith(out.data)
     with pytest.raises(ValueError, match="the hash failed"):
         stream.seal_framed(stream.Source(io.BytesIO(data)), Recorder().write, AEAD, MESSAGE_ID, F,
                            hasher=Hashing(fail_at), threads=2)
