@@ -446,6 +446,7 @@ def seal_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
         pipeline.drain()
     finally:
         pipeline.close()
+        slots.clear()  # unmap the batch buffers now: ``done`` and the pipeline refer to each other (a cycle)
     return totals[0], totals[1]
 
 
@@ -547,7 +548,7 @@ def open_framed(src: Source, write: Write, aead: AESGCM, message_id: bytes, fram
         pipeline.drain()
     finally:
         pipeline.close()
-    slots.clear()  # unmap the batch buffers before the final frame is read
+        slots.clear()  # unmap the batch buffers before the final frame is read, on errors too (see seal_framed)
 
     head, content, seq, length = _read_final_frame(src, expected, f)
     if hasher is not None:
@@ -746,7 +747,7 @@ def pass_framed(src: Source, write: Write, aead: AESGCM | None, message_id: byte
         pipeline.close()
         if helper is not None:
             helper.shutdown(wait=True)
-    slots.clear()
+        slots.clear()
 
     head, content, seq, length = _read_final_frame(src, expected, f)
     if aead is not None:

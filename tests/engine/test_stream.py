@@ -473,3 +473,48 @@ def test_a_failing_hash_stops_the_pipeline_releases_no_final_frame_and_leaves_no
         stream.seal_framed(stream.Source(io.BytesIO(data)), Recorder().write, AEAD, MESSAGE_ID, F,
                            hasher=Hashing(fail_at), threads=2)
     assert threading.active_count() == before
+
+
+class _Tracked(bytearray):
+    """A batch buffer that can be weakly referenced (bytearray itself cannot)."""
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2])
+@pytest.mark.parametrize("tampered", [False, True])
+def test_batch_buffers_are_freed_when_a_body_is_done_without_the_cycle_collector(
+        threads: int, tampered: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline and its completion callback refer to each other; the batch buffers must not hang on that
+    cycle. The CLI runs with a high collector threshold, so buffers kept until a collection piled up: 1,000
+    files of 1 MiB reached 1.3 GiB peak RSS under ``encrypt -r``. Checked with the collector off."""
+    import gc
+    import weakref
+
+    made: list[weakref.ref[_Tracked]] = []
+
+    def alloc(size: int) -> memoryview:
+        buffer = _Tracked(size)
+        made.append(weakref.ref(buffer))
+        return memoryview(buffer)
+
+    monkeypatch.setattr(stream, "alloc_buffer", alloc)
+    data, body = _body()
+    if tampered:
+        body = flip(body, 3 * R + 20)  # a frame of the second batch
+    gc.collect()
+    gc.disable()
+    try:
+        stream.seal_framed(stream.Source(io.BytesIO(data)), Recorder().write, AEAD, MESSAGE_ID, F, threads=threads)
+        try:
+            stream.open_framed(stream.Source(io.BytesIO(body)), Recorder().write, AEAD, MESSAGE_ID, F,
+                               finish=lambda: None, threads=threads)
+        except AuthenticationError:
+            assert tampered
+        try:
+            stream.pass_framed(stream.Source(io.BytesIO(body)), Recorder().write, AEAD, MESSAGE_ID, F,
+                               threads=threads)
+        except AuthenticationError:
+            assert tampered
+        assert made, "no batch buffers were made: the test does not reach the pipelines"
+        assert [ref for ref in made if ref() is not None] == []
+    finally:
+        gc.enable()
