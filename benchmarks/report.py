@@ -207,6 +207,12 @@ def compute_ratios(results: dict[str, dict[str, Any]], default_frame: int, size:
     flat = _rss_flatness(results, size)
     if flat is not None:
         out.append(flat)
+    many = [r for r in results.values() if r.get("group") == "many" and r.get("envelope") and r.get("rss_mib")]
+    if many:  # whatever the number of files, memory stays that of one file (issue 16: every path)
+        worst = max(many, key=lambda r: r["rss_mib"])
+        out.append({"label": "peak RSS, every envelope -r run of the many group", "numerator": worst["id"],
+                    "denominator": None, "value": worst["rss_mib"], "unit": "MiB", "target": "<= 64 MiB",
+                    "issue": "#16", "status": _judge(worst["rss_mib"], ("<=", 64.0))})
     out += _s3_rss(results)
     out += _small_targets(results)
     return out
