@@ -159,7 +159,7 @@ Quiet = Annotated[bool, typer.Option(
 PartSize = Annotated[str | None, typer.Option(
     "--part-size", metavar="SIZE", show_default=False,
     help="Part size of s3:// outputs' multipart uploads: bytes, or with KiB, MiB or GiB (default 8MiB, at least "
-         "5MiB). Each upload holds 3 parts in memory.")]
+         "5MiB). Each upload holds 2 parts in memory.")]
 SsmTier = Annotated[str | None, typer.Option(
     "--ssm-tier", metavar="TIER", show_default=False,
     help="Tier of ssm: outputs: standard (4,096 characters, the default) or advanced (8,192).")]
