@@ -172,12 +172,19 @@ class _OpenSource:
     size: int | None = None
     mode: int | None = None  # permission bits of a regular-file input: encrypted outputs keep them
 
+    _stream: BinaryIO | None = None  # what open() made, closed by close()
+
     def _opened(self, stream: BinaryIO) -> BinaryIO:
         try:
             self.size, self.mode = _regular(os.fstat(stream.fileno()))
         except (OSError, ValueError, AttributeError):
             pass
         return stream
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()  # an inherited descriptor stays open: its stream was opened with closefd=False
 
 
 class StdinSource(_OpenSource):
@@ -200,7 +207,6 @@ class DescriptorSource(_OpenSource):
     def __init__(self, fd: int, location: str) -> None:
         self.fd = fd
         self.location = location
-        self._stream: BinaryIO | None = None
 
     def open(self) -> BinaryIO:
         try:
@@ -209,18 +215,12 @@ class DescriptorSource(_OpenSource):
             raise FileProblem("cannot read input", exc, self.location) from None
         return self._opened(self._stream)
 
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()  # the descriptor stays open (closefd=False)
-
 
 class FileSource(_OpenSource):
     """A file, opened for buffered reading."""
 
     def __init__(self, path: str) -> None:
         self.location = path
-        self._stream: BinaryIO | None = None
 
     def open(self) -> BinaryIO:
         try:
@@ -231,11 +231,6 @@ class FileSource(_OpenSource):
         except OSError as exc:
             raise FileProblem("cannot read input", exc, self.location) from None
         return self._opened(self._stream)
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
