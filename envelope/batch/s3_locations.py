@@ -185,16 +185,13 @@ class S3(Kind):
     #: the default, at the same speed (envelope.s3.DEFAULT_THREADS).
     engine_threads = 0
 
-    _is_s3_url: Any = None  # envelope.s3.is_s3_url, looked up once: kind_of asks for every location
-
     def claims(self, location: str) -> bool:
-        if location[:5].lower() != "s3://":  # is_s3_url's test, so that a local file never loads envelope.s3
+        # is_s3_url's own first test, so that a local path (most locations) never imports anything
+        if location[:5].lower() != "s3://":
             return False
-        if self._is_s3_url is None:
-            from envelope.s3 import is_s3_url
+        from envelope.s3 import is_s3_url
 
-            type(self)._is_s3_url = staticmethod(is_s3_url)
-        return bool(self._is_s3_url(location))
+        return is_s3_url(location)
 
     def source(self, location: str) -> S3Source:
         return S3Source(location)

@@ -182,16 +182,13 @@ class Stored(Kind):
 
     name = NAME
 
-    _is_location: Any = None  # envelope.aws.is_location, looked up once: kind_of asks for every location
-
     def claims(self, location: str) -> bool:
-        if not location.startswith(("ssm:", "secretsmanager:")):  # is_location's test, without envelope.aws
+        # is_location's own first test, so that a local path (most locations) never imports anything
+        if not location.startswith(("ssm:", "secretsmanager:")):
             return False
-        if self._is_location is None:
-            from envelope.aws import is_location
+        from envelope.aws import is_location
 
-            type(self)._is_location = staticmethod(is_location)
-        return bool(self._is_location(location))
+        return is_location(location)
 
     def source(self, location: str) -> StoredSource:
         return StoredSource(location)
