@@ -1,5 +1,5 @@
-"""In-process CLI runs (typer's CliRunner) for the tests of remote locations (``test_cli_s3.py``,
-``test_cli_stored.py``): run a command, require success, or require one error line with an exit code."""
+"""In-process CLI runs (typer's CliRunner) for the tests of remote locations, rewrap and the ESDK CLI's
+spellings: run a command, require success, or require one error line with an exit code."""
 
 from __future__ import annotations
 

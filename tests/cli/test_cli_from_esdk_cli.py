@@ -22,23 +22,11 @@ import pytest
 from aws_encryption_sdk.identifiers import CommitmentPolicy
 from aws_fixtures import AwsEnv
 from base64io import Base64IO
-from envelope_cli.app import app
-from typer.testing import CliRunner
+from runner_support import ok, run
 
 import envelope
 
-runner = CliRunner()
 PLAIN = os.urandom(50_000)
-
-
-def run(*args: str | Path, input: bytes | None = None) -> Any:
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def ok(*args: str | Path, input: bytes | None = None) -> Any:
-    result = run(*args, input=input)
-    assert result.exit_code == 0, (result.exit_code, result.stderr)
-    return result
 
 
 @pytest.fixture

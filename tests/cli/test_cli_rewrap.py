@@ -13,30 +13,17 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aws_fixtures import AwsEnv, FaultProxy
-from envelope_cli.app import app
 from helpers import esdk_aes_key, esdk_decrypt
-from typer.testing import CliRunner
+from runner_support import ok, run
 
 import envelope
 from testkit.messages import flip
 
-runner = CliRunner()
 PLAIN = os.urandom(300_000)
 CLI = [sys.executable, "-m", "envelope_cli.main"]
-
-
-def run(*args: str | Path, input: bytes | None = None) -> Any:
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def ok(*args: str | Path, input: bytes | None = None) -> Any:
-    result = run(*args, input=input)
-    assert result.exit_code == 0, (result.exit_code, result.stderr)
-    return result
 
 
 def listing(folder: Path) -> dict[str, bytes]:
