@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -171,6 +172,7 @@ def run_pipe(cmd: Sequence[str] | None, source: Path, destination: Path, *, env:
     ended; the RSS is that of ``cmd`` alone.
     """
     with tempfile.TemporaryFile() as err, open(destination, "wb") as out:
+        before = _children_cpu()
         start = time.monotonic()
         first = _spawn(["cat", str(source)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         procs: list[tuple[Sequence[str], subprocess.Popen[bytes]]] = [(["cat"], first)]
@@ -190,6 +192,7 @@ def run_pipe(cmd: Sequence[str] | None, source: Path, destination: Path, *, env:
             for _, p in procs:
                 _wait(p)
             end = time.monotonic()
+            cpu = _children_cpu() - before
             _check(procs, err)
             rss = 0
             if launched is not None:
@@ -197,7 +200,22 @@ def run_pipe(cmd: Sequence[str] | None, source: Path, destination: Path, *, env:
         finally:
             if launched is not None:
                 launched.discard()
-    return Run(end - start, rss)
+    return Run(end - start, rss, cpu=cpu)
+
+
+def _children_cpu() -> float:
+    """User + system seconds of every child reaped so far (a launcher's counts include the command it ran)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pipeline_cpu(run: Run) -> str:
+    """The line under a pipe row: the CPU the whole pipeline used. On 2 cores, CPU / wall near 2 means the
+    pipeline is CPU-bound, and its wall time cannot drop below CPU / 2."""
+    if run.cpu is None:
+        return ""
+    return (f"last run: {run.cpu:.2f} s CPU (user + system, every process of the pipeline) in {run.seconds:.2f} s "
+            f"wall = {run.cpu / run.seconds:.2f} cores busy")
 
 
 def rss_floor() -> float:

@@ -150,3 +150,22 @@ def test_no_benchmark_dependency_in_core_or_test_extras() -> None:
     assert "matplotlib" not in block("test")
     assert "matplotlib" in block("bench")
     assert os.path.isfile(ROOT / "benchmarks" / "__main__.py")
+
+
+def test_a_pipe_run_counts_the_cpu_of_every_process_in_it(tmp_path: Path) -> None:
+    """The CPU line under the pipe rows is what shows a pipeline is CPU-bound on 2 cores: it must include the
+    middle command's CPU (here 0.3 s of busy work), not only the parent's, and the bytes must flow through."""
+    from benchmarks import tools
+
+    source, destination = tmp_path / "in.bin", tmp_path / "out.bin"
+    source.write_bytes(os.urandom(256 * 1024))
+    busy = ("import sys, time\n"
+            "data = sys.stdin.buffer.read()\n"
+            "end = time.process_time() + 0.3\n"
+            "while time.process_time() < end: pass\n"
+            "sys.stdout.buffer.write(data)\n")
+    run = tools.run_pipe([sys.executable, "-c", busy], source, destination)
+    assert destination.read_bytes() == source.read_bytes()
+    assert run.cpu is not None and run.cpu >= 0.3
+    line = tools.pipeline_cpu(run)
+    assert f"{run.cpu:.2f} s CPU" in line and "cores busy" in line
