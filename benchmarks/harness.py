@@ -254,6 +254,12 @@ class Bench:
                     p.unlink(missing_ok=True)
         return remove
 
+    def cp_case(self, case_id: str, label: str, payload: int, src: Path, dst: Path) -> Case:
+        """``cp src dst``, the output removed after each repetition and checked once: the copy limit beside a
+        group's rows (``payload``: the bytes its MB/s counts, the group's size)."""
+        return Case(case_id, label, "MB/s", payload,
+                    lambda: tools.run_command(["cp", str(src), str(dst)]), self.removing(dst), self.same_as(src, dst))
+
     @staticmethod
     def same_as(expected: Path, produced: Path) -> Callable[[], None]:
         def check() -> None:
@@ -345,9 +351,7 @@ def _tool_cases(b: Bench, mode: str, size: int) -> list[Case]:
                           lambda: tools.run_pipe(["cat"], plain, base_out),
                           b.removing(base_out), b.same_as(plain, base_out)))
     else:
-        cases.append(Case("files/cp", "cp", "MB/s", size,
-                          lambda: tools.run_command(["cp", str(plain), str(base_out)]),
-                          b.removing(base_out), b.same_as(plain, base_out)))
+        cases.append(b.cp_case("files/cp", "cp", size, plain, base_out))
 
     def cmd_runner(make: Callable[[str, str | None], list[str]], env: dict[str, str] | None = None
                    ) -> Callable[[Path, Path], Run]:
@@ -507,10 +511,7 @@ def group_rewrap(b: Bench) -> None:
             "envelope", {"key": str(key), "suite": suite, "op": "encrypt", "input": str(plain), "output": str(p)},
             b.ws), f"rewrap-{name}.ct")
         if suite == 0x0478:
-            cp_out = b.out("rewrap-cp")
-            cases.append(Case("rewrap/cp", "cp of the message", "MB/s", size,
-                              lambda ct=ct, cp_out=cp_out: tools.run_command(["cp", str(ct), str(cp_out)]),
-                              b.removing(cp_out), b.same_as(ct, cp_out)))
+            cases.append(b.cp_case("rewrap/cp", "cp of the message", size, ct, b.out("rewrap-cp")))
             try:
                 exe = b.envelope_cli()
                 cli_out = b.out("rewrap-cli")

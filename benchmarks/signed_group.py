@@ -61,7 +61,7 @@ def group_signed(b: Bench) -> None:
     size = b.args.size
     plain, key = b.plain(size), b.key()
     cases: list[Case] = []
-    digest_out, cp_out = b.out("signed-digest"), b.out("signed-cp")
+    digest_out = b.out("signed-digest")
     cases += [
         Case("signed/openssl-dgst", "openssl dgst -sha384 f", "MB/s", size,
              lambda: tools.run_command(["openssl", "dgst", "-sha384", str(plain)])),
@@ -72,8 +72,7 @@ def group_signed(b: Bench) -> None:
         # not a limit of the issue's, shown beside it: writing the same bytes to a new file, which every
         # file-to-file row pays and the hash rows do not (on a VM whose freed memory goes back to the host,
         # that first touch of fresh page-cache pages can cost more than the hash)
-        Case("signed/cp", "cp f out (writing the same bytes, no hash)", "MB/s", size,
-             lambda: tools.run_command(["cp", str(plain), str(cp_out)]), b.removing(cp_out), b.same_as(plain, cp_out)),
+        b.cp_case("signed/cp", "cp f out (writing the same bytes, no hash)", size, plain, b.out("signed-cp")),
     ]
     base = {"key": str(key), "suite": int(SUITE, 16)}
     params = {"suite": SUITE, "frame": "default"}
