@@ -98,12 +98,13 @@ def group_many(b: Bench) -> None:
                 cases.append(Case(f"many/{fs.name}/{way}/{op}", f"{op} -r {what}, "
                                   f"{' '.join(flags) or 'default workers'}", "files/s", count, _runner(cmd, dst),
                                   b.removing(dst), _expect(dst, count), True,
-                                  {"files": count, "file_size": fs.size, "workers": way}, writes=count * fs.size))
+                                  {"files": count, "file_size": fs.size, "workers": way}, writes=count * fs.size,
+                                  reads=(folder,)))
         dst = b.out(f"many-{fs.name}-cp")
         cases.append(Case(f"many/{fs.name}/cp", f"cp -r {what}", "files/s", count,
                           lambda src=src, dst=dst: tools.run_command(["cp", "-r", str(src), str(dst)]),
                           b.removing(dst), _expect(dst, count), False, {"files": count, "file_size": fs.size},
-                          writes=count * fs.size))
+                          writes=count * fs.size, reads=(src,)))
     one = b.ws / "many-one-in"
     if not one.exists():
         one.mkdir()
