@@ -975,7 +975,10 @@ class S3Writer:
             raise self._not_open()
         from concurrent.futures import ThreadPoolExecutor
 
-        self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="envelope-s3-upload")
+        from ._stream import worker_signals
+
+        self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="envelope-s3-upload",
+                                        initializer=worker_signals)
 
     def _upload_part(self, number: int, body: bytearray) -> dict[str, Any]:
         part_body: Any = _PartBody(body) if self._file_body else body
