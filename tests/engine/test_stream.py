@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -455,6 +456,35 @@ def test_the_hasher_gets_every_byte_once_in_order(threads: int) -> None:
     assert out.data == data and b"".join(opening.parts) == body
     if threads:  # the batches are hashed on the hash thread; the final frame by the caller, after the rest
         assert "envelope-hash" in hashing.threads and "envelope-hash" in opening.threads
+
+
+def _blocked_signals(thread: threading.Thread) -> set[int]:
+    """The signals a thread blocks, from Linux's /proc (SigBlk: a hex mask, bit n-1 for signal n)."""
+    with open(f"/proc/self/task/{thread.native_id}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk:"))
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def test_every_thread_the_engine_starts_blocks_sigint_and_sigterm() -> None:
+    """Python runs signal handlers in the main thread only, but Linux gives a process-directed signal to any
+    thread that does not block it: a worker taking a Ctrl-C left the main thread's blocking read alone (an
+    interrupted upload then finished and exited 0). So each of the engine's threads blocks both."""
+    data, body = _body()
+    seen: dict[str, set[int]] = {}
+
+    def write(chunk: Any) -> int:  # on the writer thread, while the pool, writer and hasher are alive
+        for thread in threading.enumerate():
+            if thread.name.startswith("envelope-") and thread.native_id is not None:
+                seen[thread.name.rsplit("_", 1)[0]] = _blocked_signals(thread)
+        return len(chunk)
+
+    stream.seal_framed(stream.Source(io.BytesIO(data)), write, AEAD, MESSAGE_ID, F, hasher=Hashing(), threads=2)
+    stream.open_framed(stream.Source(io.BytesIO(body)), write, AEAD, MESSAGE_ID, F, finish=lambda: None,
+                       hasher=Hashing(), threads=2)
+    assert {"envelope-crypto", "envelope-writer", "envelope-hash"} <= seen.keys()
+    for name, blocked in seen.items():
+        assert {signal.SIGINT, signal.SIGTERM} <= blocked, name
+    assert signal.SIGINT not in _blocked_signals(threading.current_thread())  # the caller's own mask is untouched
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])
