@@ -32,6 +32,7 @@ from ._format import (
     FINAL_PREFIX,
     SIGNATURE_LENGTH,
     WRITER_IV,
+    EncryptedDataKey,
     Footer,
     Header,
     HeaderAuth,
@@ -43,6 +44,7 @@ from ._format import (
     header_tag_aad,
     header_template,
     new_header,
+    new_header_bytes,
     parse_footer,
     parse_header,
     serialize_footer,
@@ -75,6 +77,7 @@ from ._suites import (
     AlgorithmSuite,
     CommitmentPolicy,
     check_decrypt_policy,
+    default_suite_for,
     resolve_policy,
     resolve_suite,
 )
@@ -148,6 +151,7 @@ class StreamResult:
 
 
 _NO_KEYS: frozenset[str] = frozenset()
+_NO_PAIRS: Mapping[str, str] = MappingProxyType({})
 
 
 def _manager(keyring: Keyring | None, materials_manager: MaterialsManager | None) -> MaterialsManager:
@@ -280,9 +284,7 @@ def _start_message(manager: MaterialsManager, request: EncryptionRequest, frame_
     """Materials -> message ID -> key and commitment -> header and its tag (sections 1, 2.3, 2.4)."""
     materials = manager.get_encryption_materials(request)
     suite = materials.suite
-    if max_encrypted_data_keys is not None and len(materials.encrypted_data_keys) > max_encrypted_data_keys:
-        raise UsageError(f"the keys make {len(materials.encrypted_data_keys)} encrypted data keys, more than the "
-                         f"limit of {max_encrypted_data_keys}")
+    _check_edk_count(materials.encrypted_data_keys, max_encrypted_data_keys)
     stored, required = _split_context(materials, request.required_context_keys)
     message_id = os.urandom(suite.message_id_length)
     key, commitment = crypto.derive_key(suite, materials.data_key, message_id)
@@ -376,6 +378,31 @@ def _seal_final_only(aead: AESGCM, message_id: bytes, data: memoryview) -> bytes
         WRITER_IV.pack(1), data, body_aad(message_id, FINAL_FRAME_STRING, 1, n))
 
 
+def _check_edk_count(edks: tuple[EncryptedDataKey, ...], max_encrypted_data_keys: int | None) -> None:
+    if max_encrypted_data_keys is not None and len(edks) > max_encrypted_data_keys:
+        raise UsageError(f"the keys make {len(edks)} encrypted data keys, more than the "
+                         f"limit of {max_encrypted_data_keys}")
+
+
+def _encrypt_final_only(manager: DefaultMaterialsManager, data: memoryview, context: dict[str, str],
+                        suite: AlgorithmSuite | None, policy: CommitmentPolicy, frame_length: int,
+                        max_encrypted_data_keys: int | None) -> bytes:
+    """:func:`encrypt` of a message shorter than one frame, unsigned, with no required context, through the
+    default materials manager: what :func:`_start_message` and :func:`_seal_final_only` make, the same bytes, without
+    the request, materials, header and other objects the general path builds for callers that need them (about a
+    quarter of a 1 KiB message's time). Sections 1, 2.3, 2.4 and 3.1, as there."""
+    suite, data_key, edks, context, signing_key = manager.wrap_for(suite, policy, context, _NO_KEYS)
+    assert signing_key is None and not suite.signed, "the caller passes unsigned suites only"
+    _check_edk_count(edks, max_encrypted_data_keys)
+    message_id = os.urandom(suite.message_id_length)
+    key, commitment = crypto.derive_key(suite, data_key, message_id)
+    raw = new_header_bytes(suite, message_id, context, edks, frame_length, commitment)
+    aead = AESGCM(key)
+    tag = crypto.header_tag(aead, crypto.ZERO_IV, raw)
+    return raw + header_auth_bytes(suite.message_version, crypto.ZERO_IV, tag) + _seal_final_only(aead, message_id,
+                                                                                                    data)
+
+
 def encrypt(
     plaintext: bytes | bytearray | memoryview,
     *,
@@ -396,8 +423,11 @@ def encrypt(
     """
     data = memoryview(plaintext).cast("B")
     context, suite, frame_length, policy = _encrypt_settings(context, algorithm, frame_length, commitment_policy)
-    required_keys = _required_keys(context, required_context_keys)
+    required_keys = _required_keys(context, required_context_keys) if required_context_keys is not None else _NO_KEYS
     manager = _manager(keyring, materials_manager)
+    if (type(manager) is DefaultMaterialsManager and not required_keys and len(data) < frame_length
+            and not (suite or default_suite_for(policy)).signed):
+        return _encrypt_final_only(manager, data, context, suite, policy, frame_length, max_encrypted_data_keys)
     started = _start_message(manager, new_encryption_request(context, policy, suite, len(data), required_keys),
                              frame_length, max_encrypted_data_keys)
     if started.signer is None and len(data) < frame_length:
@@ -550,24 +580,28 @@ def _open_header(header: Header, auth: HeaderAuth, src: Source, manager: Materia
     if header.framed and header.frame_length > max_frame_length:
         raise PolicyError(f"the frame length {header.frame_length} is above the limit of {max_frame_length} "
                           "(raise max_frame_length, or --max-frame-length, to read it)")
-    _check_required(header.encryption_context, required_context)
-    appended = _reproduced(header.encryption_context, reproduced_context)
+    if required_context:
+        _check_required(header.encryption_context, required_context)
+    appended = _reproduced(header.encryption_context, reproduced_context) if reproduced_context else _NO_PAIRS
     # section 4/5: the verification key must be present (signed) or absent (unsigned) and must decode, all
     # before any keyring is called
     public_key = check_signing_context(suite, header.encryption_context)
     verifier = crypto.Verifier(suite, public_key) if public_key is not None else None
     context = {**header.encryption_context, **appended} if appended else header.encryption_context
     try:
-        materials = manager.decrypt_materials(
-            new_decryption_request(suite, header.encrypted_data_keys, context,
-                                   frozenset(appended) if appended else _NO_KEYS))
+        if type(manager) is DefaultMaterialsManager:  # the data key without the request and materials objects
+            data_key = manager.unwrap_for(suite, header.encrypted_data_keys, context)
+        else:
+            data_key = manager.decrypt_materials(
+                new_decryption_request(suite, header.encrypted_data_keys, context,
+                                       frozenset(appended) if appended else _NO_KEYS)).data_key
     except KeyringError as exc:
         if appended and exc.unauthenticated:  # the keyring authenticates the whole context (raw AES, KMS)
             raise _not_reproduced(appended, str(exc)) from None
         if exc.unauthenticated:
             exc.args = (f"{exc}; {REPRODUCE_HINT}",)
         raise
-    key, commitment = crypto.derive_key(suite, materials.data_key, header.message_id)
+    key, commitment = crypto.derive_key(suite, data_key, header.message_id)
     if suite.committing:
         crypto.check_commitment(commitment, header.commitment)
     aead = AESGCM(key)
@@ -580,7 +614,7 @@ def _open_header(header: Header, auth: HeaderAuth, src: Source, manager: Materia
     if verifier is not None:
         verifier.update(header.raw)
         verifier.update(serialize_header_auth(header, auth))
-    return _Opened(header, src, aead, verifier, materials.data_key, appended)
+    return _Opened(header, src, aead, verifier, data_key, appended)
 
 
 def _read_body(opened: _Opened, write: Callable[[Any], Any], max_frame_length: int, threads: int) -> int:

@@ -74,6 +74,7 @@ __all__ = [
     "message_fields",
     "new_encrypted_data_key",
     "new_header",
+    "new_header_bytes",
     "parse_context",
     "parse_footer",
     "parse_header",
@@ -450,6 +451,14 @@ def new_header(suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, s
         raw = template[0] + message_id + template[1] + commitment
     return _header(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length, commitment,
                    raw)
+
+
+def new_header_bytes(suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, str],
+                     encrypted_data_keys: tuple[EncryptedDataKey, ...], frame_length: int, commitment: bytes) -> bytes:
+    """The bytes of the framed header :func:`new_header` makes (its ``raw``), without the :class:`Header`: for the
+    one-shot encrypt of a small message, which returns bytes only (~0.5 us of ~15)."""
+    return _header_body(suite.message_version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED,
+                        frame_length, commitment, True)
 
 
 def header_template(suite: AlgorithmSuite, context: Mapping[str, str],

@@ -150,11 +150,24 @@ class DefaultMaterialsManager:
         return str(self.keyring)
 
     def get_encryption_materials(self, request: EncryptionRequest) -> EncryptionMaterials:
-        suite = request.suite or default_suite_for(request.commitment_policy)
-        check_encrypt_policy(suite, request.commitment_policy)
-        context = dict(request.context)
-        if request.required_context_keys:  # section 6.4 (the MPL's required-EC CMM)
-            for key in sorted(request.required_context_keys - context.keys()):
+        required = request.required_context_keys
+        suite, data_key, edks, context, signing_key = self.wrap_for(request.suite, request.commitment_policy,
+                                                                    request.context, required)
+        return new_encryption_materials(suite, data_key, edks, context, signing_key, required)
+
+    def wrap_for(self, suite: AlgorithmSuite | None, policy: CommitmentPolicy, context: Mapping[str, str],
+                 required_context_keys: frozenset[str]
+                 ) -> tuple[AlgorithmSuite, bytes, tuple[EncryptedDataKey, ...], dict[str, str],
+                            ec.EllipticCurvePrivateKey | None]:
+        """:meth:`get_encryption_materials` without the request and materials objects: (suite, data key, EDKs,
+        context, signing key). The one-shot encrypt of a small message calls it directly (envelope._api)."""
+        if suite is None:
+            suite = default_suite_for(policy)  # the default of each policy is one the policy allows
+        else:
+            check_encrypt_policy(suite, policy)
+        context = dict(context)
+        if required_context_keys:  # section 6.4 (the MPL's required-EC CMM)
+            for key in sorted(required_context_keys - context.keys()):
                 raise UsageError(f"required encryption context key {key!r} is not in the encryption context")
         signing_key = None
         if suite.signed:
@@ -164,21 +177,28 @@ class DefaultMaterialsManager:
             signing_key = signer.private_key
             context[PUBLIC_KEY_CONTEXT_KEY] = signer.public_key_b64
         data_key, edks = self.keyring.wrap(suite, context)
-        self._check_data_key(suite, data_key)
+        if len(data_key) != suite.key_length:
+            self._check_data_key(suite, data_key)
         if not edks:
             raise KeyringError(f"{self.keyring} produced no encrypted data key")
-        return new_encryption_materials(suite, data_key, tuple(edks), context, signing_key,
-                                        request.required_context_keys)
+        return suite, data_key, tuple(edks), context, signing_key
 
     def decrypt_materials(self, request: DecryptionRequest) -> DecryptionMaterials:
-        # the signing-key rules of the context were checked before any manager was asked (api._open_message)
         suite = request.suite
+        return new_decryption_materials(suite, self.unwrap_for(suite, request.encrypted_data_keys, request.context))
+
+    def unwrap_for(self, suite: AlgorithmSuite, encrypted_data_keys: tuple[EncryptedDataKey, ...],
+                   context: Mapping[str, str]) -> bytes:
+        """:meth:`decrypt_materials` without the request and materials objects: the data key (envelope._api
+        calls it directly for this manager)."""
+        # the signing-key rules of the context were checked before any manager was asked (api._open_message)
         try:
-            data_key = self.keyring.unwrap(suite, request.context, request.encrypted_data_keys)
+            data_key = self.keyring.unwrap(suite, context, encrypted_data_keys)
         except KeyringError as exc:
-            raise no_key_error(exc, request.encrypted_data_keys) from None
-        self._check_data_key(suite, data_key)
-        return new_decryption_materials(suite, data_key)
+            raise no_key_error(exc, encrypted_data_keys) from None
+        if len(data_key) != suite.key_length:
+            self._check_data_key(suite, data_key)
+        return data_key
 
     def _check_data_key(self, suite: AlgorithmSuite, data_key: bytes) -> None:
         """Any keyring, either direction: the key must fit the suite (built-in keyrings check it themselves too,

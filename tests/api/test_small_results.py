@@ -47,3 +47,86 @@ def test_an_irregular_body_after_a_fast_parsed_header_goes_to_the_streaming_read
         with pytest.raises(type(stream_error)) as got:
             envelope.decrypt(message, keyring=keyring)
         assert str(got.value) == str(stream_error)
+
+
+class _General(envelope.DefaultMaterialsManager):
+    """The default manager under another type: encrypt() and decrypt() take their general path for it."""
+
+
+def _seeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.urandom, as the API and the raw AES keyring see it, from a fixed stream: both paths draw the same bytes
+    in the same order (the data key and wrapping IV, then the message ID), so their messages must be equal."""
+    stream = iter(bytes(range(256)) * 64)
+
+    def urandom(n: int) -> bytes:
+        return bytes(next(stream) for _ in range(n))
+
+    import envelope._api
+    import envelope._keyrings.raw_aes
+
+    monkeypatch.setattr(envelope._api.os, "urandom", urandom)
+    assert envelope._keyrings.raw_aes.os.urandom is urandom
+
+
+@pytest.mark.parametrize("algorithm", [None, 0x0478, 0x0178, 0x0078])
+@pytest.mark.parametrize("size", [0, 1, 1024, 4095])
+def test_the_small_message_path_writes_the_general_paths_bytes(monkeypatch: pytest.MonkeyPatch,
+                                                                 algorithm: int | None, size: int) -> None:
+    """A message shorter than one frame through the default manager skips the request, materials and header
+    objects (envelope._api._encrypt_final_only); the bytes are those of the general path, for every unsigned suite
+    family (committing, HKDF, identity KDF) and the policy each needs."""
+    keyring = envelope.RawAesKeyring("ns", "name", bytes(range(32)))
+    plain = bytes(range(256)) * 16
+    plain = plain[:size]
+    policy = None if algorithm in (None, 0x0478) else "forbid-encrypt-allow-decrypt"
+    kwargs = {"context": {"b": "2", "a": "1"}, "algorithm": algorithm, "commitment_policy": policy,
+              "frame_length": 4096}
+    messages = []
+    for chosen in ({"keyring": keyring}, {"materials_manager": envelope.DefaultMaterialsManager(keyring)},
+                   {"materials_manager": _General(keyring)}):
+        _seeded(monkeypatch)
+        messages.append(envelope.encrypt(plain, **chosen, **kwargs))  # type: ignore[arg-type]
+        monkeypatch.undo()
+    one, as_manager, other = messages
+    assert one == as_manager == other
+    assert one != envelope.encrypt(plain, keyring=keyring, **kwargs)  # unseeded: its own keys and message ID
+    decrypt_policy = "require-encrypt-allow-decrypt" if policy else None
+    for message in (one, other):
+        assert envelope.decrypt(message, keyring=keyring, commitment_policy=decrypt_policy).plaintext == plain
+        assert envelope.decrypt(message, materials_manager=_General(keyring),
+                                commitment_policy=decrypt_policy).plaintext == plain
+
+
+def test_the_small_message_path_keeps_the_general_paths_checks() -> None:
+    keyring = envelope.RawAesKeyring("ns", "name", os.urandom(32))
+    second = envelope.RawAesKeyring("ns", "other", os.urandom(32))
+    both = envelope.MultiKeyring(keyring, [second]) if hasattr(envelope, "MultiKeyring") else None
+    for manager in (None, _General):
+        def run(**kwargs: object) -> bytes:
+            ring = kwargs.pop("ring", keyring)
+            chosen = {"keyring": ring} if manager is None else {"materials_manager": manager(ring)}
+            return envelope.encrypt(b"x" * 100, **chosen, **kwargs)  # type: ignore[arg-type]
+
+        with pytest.raises(envelope.UsageError, match="commits to its key"):
+            run(algorithm=0x0478, commitment_policy="forbid-encrypt-allow-decrypt")
+        with pytest.raises(envelope.UsageError, match="does not commit"):
+            run(algorithm=0x0178)
+        with pytest.raises(envelope.UsageError, match="reserved"):
+            run(context={"aws-crypto-x": "1"})
+        if both is not None:
+            with pytest.raises(envelope.UsageError, match="2 encrypted data keys, more than the limit of 1"):
+                run(ring=both, max_encrypted_data_keys=1)
+            assert envelope.decrypt(run(ring=both, max_encrypted_data_keys=2), keyring=second).plaintext == b"x" * 100
+
+
+@pytest.mark.parametrize("size", [0, 100])
+def test_a_signed_default_suite_takes_the_general_path(size: int) -> None:
+    """The policy that forbids commitment defaults to 0x0378, a signed suite: a small message still gets its
+    signature (the footer), which the small-message path does not write."""
+    keyring = envelope.RawAesKeyring("ns", "name", os.urandom(32))
+    message = envelope.encrypt(b"s" * size, keyring=keyring, commitment_policy="forbid-encrypt-allow-decrypt")
+    result = envelope.decrypt(message, keyring=keyring, commitment_policy="forbid-encrypt-allow-decrypt")
+    assert result.suite.id == 0x0378 and result.plaintext == b"s" * size
+    assert "aws-crypto-public-key" in result.header.encryption_context
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.decrypt(message[:-10], keyring=keyring, commitment_policy="forbid-encrypt-allow-decrypt")
