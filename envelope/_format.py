@@ -444,8 +444,7 @@ def new_header(suite: AlgorithmSuite, message_id: bytes, context: Mapping[str, s
     data-key cache serves many messages that differ only in message ID and commitment)."""
     version = suite.message_version
     if template is None:
-        raw = _header_body(version, suite, message_id, context, encrypted_data_keys, CONTENT_FRAMED, frame_length,
-                           commitment, True)
+        raw = new_header_bytes(suite, message_id, context, encrypted_data_keys, frame_length, commitment)
     else:
         _check_id_and_commitment(suite, message_id, commitment)
         raw = template[0] + message_id + template[1] + commitment

@@ -177,8 +177,7 @@ class DefaultMaterialsManager:
             signing_key = signer.private_key
             context[PUBLIC_KEY_CONTEXT_KEY] = signer.public_key_b64
         data_key, edks = self.keyring.wrap(suite, context)
-        if len(data_key) != suite.key_length:
-            self._check_data_key(suite, data_key)
+        self._check_data_key(suite, data_key)
         if not edks:
             raise KeyringError(f"{self.keyring} produced no encrypted data key")
         return suite, data_key, tuple(edks), context, signing_key
@@ -196,8 +195,7 @@ class DefaultMaterialsManager:
             data_key = self.keyring.unwrap(suite, context, encrypted_data_keys)
         except KeyringError as exc:
             raise no_key_error(exc, encrypted_data_keys) from None
-        if len(data_key) != suite.key_length:
-            self._check_data_key(suite, data_key)
+        self._check_data_key(suite, data_key)
         return data_key
 
     def _check_data_key(self, suite: AlgorithmSuite, data_key: bytes) -> None:

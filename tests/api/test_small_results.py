@@ -100,7 +100,7 @@ def test_the_small_message_path_writes_the_general_paths_bytes(monkeypatch: pyte
 def test_the_small_message_path_keeps_the_general_paths_checks() -> None:
     keyring = envelope.RawAesKeyring("ns", "name", os.urandom(32))
     second = envelope.RawAesKeyring("ns", "other", os.urandom(32))
-    both = envelope.MultiKeyring(keyring, [second]) if hasattr(envelope, "MultiKeyring") else None
+    both = envelope.MultiKeyring(keyring, [second])
     for manager in (None, _General):
         def run(**kwargs: object) -> bytes:
             ring = kwargs.pop("ring", keyring)
@@ -113,10 +113,9 @@ def test_the_small_message_path_keeps_the_general_paths_checks() -> None:
             run(algorithm=0x0178)
         with pytest.raises(envelope.UsageError, match="reserved"):
             run(context={"aws-crypto-x": "1"})
-        if both is not None:
-            with pytest.raises(envelope.UsageError, match="2 encrypted data keys, more than the limit of 1"):
-                run(ring=both, max_encrypted_data_keys=1)
-            assert envelope.decrypt(run(ring=both, max_encrypted_data_keys=2), keyring=second).plaintext == b"x" * 100
+        with pytest.raises(envelope.UsageError, match="2 encrypted data keys, more than the limit of 1"):
+            run(ring=both, max_encrypted_data_keys=1)
+        assert envelope.decrypt(run(ring=both, max_encrypted_data_keys=2), keyring=second).plaintext == b"x" * 100
 
 
 @pytest.mark.parametrize("size", [0, 100])
